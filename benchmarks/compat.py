@@ -1,0 +1,54 @@
+"""Compatibility shims for third-party packages, kept in this one module.
+
+Each shim says why it exists and when it can go. ``apply()`` is idempotent and is called by
+``benchmarks/__init__.py`` before any OpenMMLab package is imported, so every entry point of
+the project (runner, tests, configs with ``custom_imports``) gets it automatically.
+"""
+from __future__ import annotations
+
+import sys
+
+_applied = False
+
+
+def _define_torchvision_cpu_ops() -> None:
+    """Let the CUDA wheel of torchvision import on the CPU build of torch.
+
+    Why: PyPI's torchvision 0.28.0 (the match for torch 2.13.0) is a CUDA build. On the CPU
+    torch its C++ ops library does not load, and ``import torchvision`` then fails with
+    ``operator torchvision::nms does not exist`` when it registers fake kernels. mmpretrain
+    imports torchvision, and mmseg and mmdet import mmpretrain, so all three break.
+    What: declare the two operator schemas that torchvision's Python side registers fake
+    kernels for. Its Python parts (transforms, datasets) then import; its C++ ops stay
+    unavailable, and mmcv's CPU ops replace them (nms, RoIAlign).
+    When it can go: when a CPU torchvision wheel matching our torch is installable from the
+    package registry (it is not on PyPI), or when the project moves to the CUDA torch.
+    """
+    if "torchvision" in sys.modules:
+        return
+    import torch
+
+    try:
+        torch.ops.torchvision.nms  # noqa: B018  already defined (real C++ ops loaded)
+        return
+    except (AttributeError, RuntimeError):
+        pass
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    # Keep the library object alive for the life of the process.
+    globals()["_torchvision_fragment"] = lib
+
+
+def apply() -> None:
+    """Apply every shim once. Safe to call many times."""
+    global _applied
+    if _applied:
+        return
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torchvision") is not None:
+            _define_torchvision_cpu_ops()
+    finally:
+        _applied = True
