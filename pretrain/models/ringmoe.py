@@ -335,10 +335,11 @@ class PatchMerging(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         b, l, c = x.shape
-        x = x.reshape(b, self.resolution, self.resolution, c)
-        x0, x1 = x[:, 0::2, 0::2], x[:, 1::2, 0::2]
-        x2, x3 = x[:, 0::2, 1::2], x[:, 1::2, 1::2]
-        x = ops.concat((x0, x1, x2, x3), axis=-1).reshape(b, -1, 4 * c)
+        half = self.resolution // 2
+        # [B, i, a, j, b, C] holds x[2i+a, 2j+b]; ordering the 2x2 as (b, a) gives the original
+        # Swin order (2i,2j), (2i+1,2j), (2i,2j+1), (2i+1,2j+1). A reshape instead of strided
+        # slices, whose gradient kernel fails on MindSpore's CPU backend.
+        x = x.reshape(b, half, 2, half, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, half * half, 4 * c)
         return self.norm(self.reduction(x))
 
 
