@@ -72,7 +72,11 @@ def load_for_resume(path: str | Path, net, optimizer=None) -> int:
     if missing:
         raise RuntimeError(f"{path} lacks network parameters: {missing[:4]}")
     if optimizer is not None:
+        # The learning-rate schedule is derived from the config (its length is the step count),
+        # so a resumed run that extends training keeps its own schedule.
+        params.pop("learning_rate", None)
         missing, _ = ms.load_param_into_net(optimizer, params, strict_load=True)
+        missing = [name for name in missing if name != "learning_rate"]
         if missing:
             raise RuntimeError(f"{path} lacks optimizer state: {missing[:4]}")
     return int(params["step_num"].asnumpy()) if "step_num" in params else 0

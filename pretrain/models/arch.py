@@ -73,6 +73,9 @@ class RingMoEArch:
     mask_patch_size: int = 32
     mask_ratio: float = 0.6
     moe: bool = True  # False: one dense FFN per block (the "compressed to 1B" layout)
+    # The authors' data code computes a SAR-L1 total-power channel, but the released model
+    # reconstructs only the 8 input channels. True adds it as a ninth reconstructed channel.
+    sar_l1_power_target: bool = False
     modalities: tuple[Modality, ...] = field(default=DEFAULT_MODALITIES)
 
     # ---- derived quantities -------------------------------------------------------------
@@ -101,6 +104,11 @@ class RingMoEArch:
     @property
     def head_dims(self) -> tuple[int, ...]:
         return tuple(self.stage_dim(s) // h for s, h in enumerate(self.num_heads))
+
+    def reconstructed_channels(self, modality: int) -> int:
+        """Channels the SimMIM decoder of a modality reconstructs (inputs + optional targets)."""
+        m = self.modalities[modality]
+        return m.channels + int(self.sar_l1_power_target and m.name == "sar_l1")
 
     def modality_index(self, name: str) -> int:
         for i, m in enumerate(self.modalities):

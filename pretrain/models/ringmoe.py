@@ -440,9 +440,9 @@ class RingMoESimMIM(nn.Cell):
         self.arch = arch
         self.encoder = RingMoEEncoder(arch, dropout)
         self.stride = arch.patch_size * 2 ** (arch.num_stages - 1)
-        for m, modality in enumerate(arch.modalities):
+        for m in range(len(arch.modalities)):
             decoder = nn.Conv2d(
-                arch.num_features, self.stride**2 * modality.channels, 1, has_bias=True,
+                arch.num_features, self.stride**2 * arch.reconstructed_channels(m), 1, has_bias=True,
                 weight_init=TruncatedNormal(0.02),
             )
             setattr(self, f"decoder_{m}", decoder)
@@ -453,10 +453,11 @@ class RingMoESimMIM(nn.Cell):
         z = tokens.transpose(0, 2, 1).reshape(b, c, side, side)
         return depth_to_space_dcr(getattr(self, f"decoder_{modality}")(z), self.stride)
 
-    def construct(self, images: tuple, masks: tuple):
+    def construct(self, images: tuple, masks: tuple, extra_targets: tuple | None = None):
         """images[m]: [B, C_m, H, W]; masks[m]: [B, H/4, W/4] patch masks (1 = masked).
 
-        Returns (total loss, per-modality reconstruction losses, aux loss).
+        ``extra_targets[m]`` (or None) holds reconstructed channels that are not inputs, such as
+        the SAR-L1 total power. Returns (total loss, per-modality reconstruction losses, aux loss).
         """
         tokens = [self.encoder.embed(img, m, mask) for m, (img, mask) in enumerate(zip(images, masks))]
         batch = [t.shape[0] for t in tokens]
@@ -467,6 +468,8 @@ class RingMoESimMIM(nn.Cell):
         scale = self.arch.patch_size
         for m, (img, mask) in enumerate(zip(images, masks)):
             rec = self.reconstruct(z[m * batch[0] : (m + 1) * batch[0]], m)
+            if extra_targets is not None and extra_targets[m] is not None:
+                img = ops.concat((img, extra_targets[m]), axis=1)
             pixel_mask = ops.repeat_interleave(ops.repeat_interleave(mask.astype(ms.float32), scale, 1), scale, 2)
             pixel_mask = pixel_mask.expand_dims(1)
             l1 = (ops.abs(img - rec) * pixel_mask).sum() / (pixel_mask.sum() + 1e-5) / img.shape[1]
