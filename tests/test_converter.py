@@ -1,0 +1,157 @@
+"""Converter coverage, a deliberately wrong mapping, and the CLI's error paths."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from converters.ckpt_io import scan_checkpoint
+from converters.rules import ringmoe as rules
+from converters.ringmoe import convert
+from converters.util import ConversionError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "converters/ms2torch.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_report_accounts_for_every_source_tensor(tiny_ms_checkpoint, tiny_converted):
+    sources = set(scan_checkpoint(tiny_ms_checkpoint))
+    report = json.loads(tiny_converted.with_suffix(".report.json").read_text())
+    assert set(report["mapped"]) | set(report["dropped"]) == sources
+    assert not set(report["mapped"]) & set(report["dropped"])
+    assert all(reason for reason in report["dropped"].values())
+    reasons = set(report["dropped"].values())
+    assert any("pretraining only" in r for r in reasons)  # mask token and decoders
+    assert any("derived buffer" in r for r in reasons)
+
+
+def test_converted_checkpoint_loads_weights_only_and_carries_metadata(tiny_converted):
+    payload = torch.load(tiny_converted, weights_only=True)
+    meta = payload["meta"]
+    assert [m["name"] for m in meta["modalities"]] == ["optical", "sar_l1", "sar_l2", "msi"]
+    assert [m["channels"] for m in meta["modalities"]] == [3, 8, 3, 4]
+    assert all(len(m["mean"]) == len(m["std"]) == m["channels"] == len(m["bands"]) for m in meta["modalities"])
+    assert meta["pretrain"] == {"img_size": 192, "window_sizes": [12, 12, 12, 6], "config": "tiny", "step": 0}
+    assert meta["arch"]["depths"] == [2, 2, 2, 2] and meta["arch"]["num_experts"] == 4
+    # all four modalities are kept
+    assert {k.split(".")[1] for k in payload["state_dict"] if k.startswith("patch_embed.")} == {
+        "optical", "sar_l1", "sar_l2", "msi"}
+
+
+def test_values_and_layouts_are_transformed(tiny_simmim, tiny_converted):
+    sd = torch.load(tiny_converted, weights_only=True)["state_dict"]
+    mlp = tiny_simmim.encoder.layers[1].blocks[0].mlp
+    w = mlp.special_ffn[2].mapping.weight.asnumpy()  # [E, in, out]
+    assert torch.equal(sd["layers.1.blocks.0.ffn.modal_experts.sar_l2.fc1.weight"], torch.from_numpy(w).transpose(1, 2))
+    b = mlp.cross_ffn.projection.bias.asnumpy()  # [1, E, 1, out]
+    assert torch.equal(sd["layers.1.blocks.0.ffn.cross_experts.fc2.bias"], torch.from_numpy(b[0, :, 0]))
+    shared = mlp.public_ffn.mapping.weight.asnumpy()  # [in, out]
+    assert torch.equal(sd["layers.1.blocks.0.ffn.shared.fc1.weight"], torch.from_numpy(shared).T)
+
+
+def test_a_key_without_a_rule_fails_and_is_named(tiny_ms_checkpoint, monkeypatch):
+    monkeypatch.setattr(rules, "_DROPS", [d for d in rules._DROPS if "mask_token" not in d[0].pattern])
+    with pytest.raises(ConversionError, match=r"1 source tensors match no rule: encoder\.mask_token"):
+        convert(tiny_ms_checkpoint)
+
+
+def test_a_wrong_mapping_fails(tiny_ms_checkpoint, monkeypatch):
+    """Map k onto q by mistake: two sources for one target, and k left unfilled."""
+    wrong = [(p, t.replace("{l}", "q") if "attn.{l}" in t else t, f) for p, t, f in rules.RENAMES]
+    monkeypatch.setattr(rules, "_RENAMES", [(rules.re.compile(p), t, f) for p, t, f in wrong])
+    with pytest.raises(ConversionError, match="both map to"):
+        convert(tiny_ms_checkpoint)
+
+
+def test_a_wrong_transform_fails(tiny_ms_checkpoint, monkeypatch):
+    """Forgetting to transpose the [in, out] shared FFN gives the wrong shape, and says so."""
+    wrong = [(p, t, "identity" if f == "transpose" else f) for p, t, f in rules.RENAMES]
+    monkeypatch.setattr(rules, "_RENAMES", [(rules.re.compile(p), t, f) for p, t, f in wrong])
+    with pytest.raises(ConversionError, match="shape"):
+        convert(tiny_ms_checkpoint)
+
+
+# ---- CLI error paths: one line on stderr, exit code 2, nothing written ---------------------
+def assert_clean_failure(result: subprocess.CompletedProcess, out_dir: Path, pattern: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ms2torch: error:"), result.stderr
+    assert pattern in lines[0], lines[0]
+    assert list(out_dir.iterdir()) == [], "a failed conversion must leave nothing behind"
+
+
+def test_cli_missing_file(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_clean_failure(run_cli(str(tmp_path / "nope.ckpt"), "-o", str(out / "x.pth")), out, "no such file")
+
+
+def test_cli_truncated_inside_a_record(tiny_ms_checkpoint, tmp_path):
+    data = tiny_ms_checkpoint.read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_clean_failure(run_cli(str(cut), "-o", str(out / "x.pth")), out, "cut.ckpt")
+
+
+def test_cli_truncated_at_a_record_boundary(tiny_ms_checkpoint, tmp_path):
+    """A file cut between records parses, but tensors the model needs are missing."""
+    index = scan_checkpoint(tiny_ms_checkpoint)
+    middle = sorted(index.values(), key=lambda r: r.offsets[0][0])[len(index) // 2]
+    data = tiny_ms_checkpoint.read_bytes()
+    cut = tmp_path / "boundary.ckpt"
+    # The record's framing (tag, name, dims, type) precedes its content: walk back from the
+    # content to the first cut that parses, which is the boundary before this record.
+    for stop in range(middle.offsets[0][0], 0, -1):
+        cut.write_bytes(data[:stop])
+        try:
+            scanned = scan_checkpoint(cut)
+        except Exception:
+            continue
+        break
+    assert len(scanned) == len(index) // 2
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_clean_failure(run_cli(str(cut), "-o", str(out / "x.pth")), out, "lacks")
+
+
+def test_cli_wrong_architecture(tiny_ms_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_clean_failure(run_cli(str(tiny_ms_checkpoint), "-o", str(out / "x.pth"), "--arch", "giant"), out,
+                         "wrong architecture")
+
+
+def test_cli_not_a_checkpoint(tmp_path):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00\x01definitely not protobuf" * 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli(str(junk), "-o", str(out / "x.pth"))
+    assert_clean_failure(result, out, "junk.ckpt")
+
+
+def test_cli_converts_and_reports(tiny_ms_checkpoint, tmp_path):
+    result = run_cli(str(tiny_ms_checkpoint), "-o", str(tmp_path / "t.pth"), "--arch", "tiny")
+    assert result.returncode == 0, result.stderr
+    assert "0 unexplained" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.pth", "t.report.json"]
+
+
+def test_cli_help_is_fast_and_explains():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "report" in result.stdout and "Exit codes" in result.stdout
+    probe = ("import sys; from converters import ms2torch; ms2torch.parse_args(['a.ckpt', '-o', 'b.pth']); "
+             "print(sorted({'torch', 'mindspore', 'numpy'} & set(sys.modules)))")
+    heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert heavy.stdout.strip() == "[]", "argument parsing must not import heavy frameworks"
