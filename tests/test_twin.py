@@ -1,0 +1,115 @@
+"""The PyTorch twin downstream: dense reductions, window resizing, any input size, coverage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.models.loading import CoverageError, load_pretrained
+from benchmarks.models.ringmoe import MOE_REDUCTIONS, RingMoE, attention_mask
+from pretrain.models.arch import backbone_param_count, get_arch
+
+
+def test_every_parameter_is_loaded_or_declared_new(tiny_converted):
+    twin = RingMoE(modality="sar_l1")
+    report = load_pretrained(twin, tiny_converted)
+    params = set(twin.state_dict())
+    assert set(report.mapped) | set(report.new) == params
+    assert set(report.new) == {k for k in params if k.startswith("out_norms.")}
+    other = [k for k, r in report.dropped.items() if r.startswith("another modality")]
+    assert other and all("sar_l1" not in k for k in other)
+    assert not any(k.startswith("patch_embed.optical") for k in params)
+
+
+@pytest.mark.parametrize("reduction", [r for r in MOE_REDUCTIONS if r])
+def test_dense_reductions_load_and_run(tiny_converted, reduction):
+    twin = RingMoE(modality="optical", moe_reduction=reduction)
+    report = load_pretrained(twin, tiny_converted)
+    assert any(f"moe_reduction" in r for r in report.dropped.values())
+    feats = twin(torch.randn(1, 3, 192, 192))
+    assert [f.shape[1] for f in feats] == [32, 64, 128, 256]
+    if reduction == "shared":
+        # One FFN per block: the "compressed" layout, counted for one modality's embedding.
+        arch = get_arch("tiny")
+        dense = backbone_param_count(arch.replace(moe=False, modalities=arch.modalities[:1]))
+        n = sum(p.numel() for k, p in twin.named_parameters() if not k.startswith("out_norms"))
+        assert n == dense
+
+
+def test_expert_mean_is_the_mean_of_the_experts(tiny_converted):
+    sd = torch.load(tiny_converted, weights_only=True)["state_dict"]
+    twin = RingMoE(modality="msi", moe_reduction="expert_mean")
+    load_pretrained(twin, tiny_converted)
+    got = twin.layers[2].blocks[1].ffn.modal_mean.fc2.weight
+    want = sd["layers.2.blocks.1.ffn.modal_experts.msi.fc2.weight"].mean(0)
+    assert torch.allclose(got, want)
+
+
+def test_a_larger_window_resizes_the_tables(tiny_converted):
+    twin = RingMoE(modality="optical", window_size=12)  # stage 4 was pretrained with window 6
+    report = load_pretrained(twin, tiny_converted)
+    resized = {k: v for k, v in report.mapped.items() if v.startswith("resized")}
+    assert set(resized) == {f"layers.3.blocks.{b}.attn.relative_position_bias_table" for b in (0, 1)}
+    assert all("11x11 -> 23x23" in v for v in resized.values())
+    assert twin.layers[3].blocks[0].attn.relative_position_bias_table.shape == (23 * 23, 8)
+
+
+def test_resized_table_keeps_the_pretrained_values_at_zero_offset(tiny_converted):
+    from benchmarks.models.loading import resize_table
+
+    table = torch.randn(11 * 11, 3)
+    same = resize_table(table, 11)
+    assert torch.allclose(same, table, atol=1e-5)
+
+
+def test_any_input_size_runs_and_padding_is_masked():
+    twin = RingMoE(modality="optical").eval()
+    with torch.no_grad():
+        feats = twin(torch.randn(1, 3, 203, 130))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(51, 33), (26, 17), (13, 9), (7, 5)]
+    mask = attention_mask(5, 5, 12, 12, 12, 0)
+    assert mask.shape == (1, 144, 144)
+    real = torch.zeros(12, 12, dtype=torch.bool)
+    real[:5, :5] = True
+    real = real.flatten()
+    assert torch.all(mask[0][real][:, ~real] == -100.0)  # real tokens never see padding
+    assert torch.all(mask[0][real][:, real] == 0.0)
+
+
+def test_shift_mask_matches_the_standard_swin_mask():
+    """With no padding, the mask is the standard one that the MindSpore model uses."""
+    from pretrain.models.ringmoe import shifted_window_mask
+
+    ours = attention_mask(48, 48, 48, 48, 12, 6).numpy()
+    np.testing.assert_array_equal(ours, shifted_window_mask(48, 48, 12, 6))
+
+
+def test_wrong_architecture_is_refused(tiny_converted):
+    twin = RingMoE(modality="optical", embed_dim=64, num_heads=(2, 4, 8, 16))
+    with pytest.raises(CoverageError, match="embed_dim: checkpoint 32 vs model 64"):
+        load_pretrained(twin, tiny_converted)
+
+
+def test_a_missing_parameter_is_named(tiny_converted, tmp_path):
+    payload = torch.load(tiny_converted, weights_only=True)
+    del payload["state_dict"]["layers.2.blocks.0.attn.q.weight"]
+    broken = tmp_path / "broken.pth"
+    torch.save(payload, broken)
+    with pytest.raises(CoverageError, match=r"layers\.2\.blocks\.0\.attn\.q\.weight"):
+        load_pretrained(RingMoE(modality="optical"), broken)
+
+
+def test_an_unknown_tensor_is_named(tiny_converted, tmp_path):
+    payload = torch.load(tiny_converted, weights_only=True)
+    payload["state_dict"]["layers.0.blocks.0.attn.extra"] = torch.zeros(3)
+    broken = tmp_path / "extra.pth"
+    torch.save(payload, broken)
+    with pytest.raises(CoverageError, match=r"no place in the model: layers\.0\.blocks\.0\.attn\.extra"):
+        load_pretrained(RingMoE(modality="optical"), broken)
+
+
+def test_frozen_stages_do_not_train():
+    twin = RingMoE(modality="optical", frozen_stages=1).train()
+    assert not any(p.requires_grad for p in twin.patch_embed.parameters())
+    assert not any(p.requires_grad for p in twin.layers[1].parameters())
+    assert all(p.requires_grad for p in twin.layers[2].parameters())
