@@ -40,6 +40,47 @@ def _define_torchvision_cpu_ops() -> None:
     globals()["_torchvision_fragment"] = lib
 
 
+def _allow_resuming_mmengine_checkpoints() -> None:
+    """Let mmengine resume from its own checkpoints under torch >= 2.6.
+
+    Why: torch 2.6 made ``torch.load(weights_only=True)`` the default, and mmengine 0.10.7's
+    local loader does not pass ``weights_only``. Its own resume checkpoints hold a pickled
+    message hub (HistoryBuffer, numpy scalars), so ``--resume`` fails to unpickle them
+    (open-mmlab/mmengine#1655). Allow-listing the classes is not enough: they pickle through
+    ``builtins.getattr``.
+    What: mmengine's loader for local paths tries ``weights_only=True`` first, and only when
+    that refuses the pickle falls back to a full load. Only local files go this way: a work
+    dir's own checkpoints. Our converted checkpoints never need it (plain types only), and
+    ``benchmarks/models/loading.py`` loads them with ``weights_only=True`` directly.
+    When it can go: when mmengine passes ``weights_only`` itself (a release after 0.10.7).
+    """
+    import os
+    import pickle
+
+    import torch
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    def load_local(filename: str, map_location=None):
+        filename = os.path.expanduser(filename)
+        if not os.path.isfile(filename):
+            raise FileNotFoundError(f"{filename} can not be found.")
+        try:
+            return torch.load(filename, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            return torch.load(filename, map_location=map_location, weights_only=False)
+
+    CheckpointLoader.register_scheme(prefixes="", loader=load_local, force=True)
+
+
+def apply_mmengine() -> None:
+    """Shims that touch mmengine: applied by benchmarks/models/registry.py, which every
+    OpenMMLab config of ours imports (custom_imports), so no entry point can miss them."""
+    import importlib.util
+
+    if importlib.util.find_spec("mmengine") is not None:
+        _allow_resuming_mmengine_checkpoints()
+
+
 def apply() -> None:
     """Apply every shim once. Safe to call many times."""
     global _applied

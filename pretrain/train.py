@@ -88,6 +88,9 @@ def lr_schedule(optim: dict, steps: int) -> list[float]:
 def setup_logging(work_dir: Path) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    for handler in list(logger.handlers):  # a second run in the same process logs to its own work dir
+        logger.removeHandler(handler)
+        handler.close()
     for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(work_dir / "train.log")):
         handler.setFormatter(fmt)
         logger.addHandler(handler)

@@ -366,6 +366,7 @@ class RingMoE(nn.Module):
         self.frozen_stages = frozen_stages
         self.init_cfg = init_cfg
         self.record_routing = False
+        self.load_report = None
         self.num_features = [embed_dim * 2**s for s in range(num_stages)]
 
         self.patch_embed = nn.ModuleDict(
@@ -418,7 +419,8 @@ class RingMoE(nn.Module):
         if self.init_cfg and self.init_cfg.get("type") == "Pretrained":
             from benchmarks.models.loading import load_pretrained
 
-            load_pretrained(self, self.init_cfg["checkpoint"])
+            # Kept for the runner's coverage.json: what was loaded, dropped and new, and why.
+            self.load_report = load_pretrained(self, self.init_cfg["checkpoint"])
 
     # -- forward ---------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor):

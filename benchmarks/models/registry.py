@@ -1,0 +1,34 @@
+"""Register the PyTorch twin ``RingMoE`` with the OpenMMLab frameworks, so configs can name it.
+
+Importing this module registers (it is what configs list in ``custom_imports``):
+
+    custom_imports = dict(imports=['benchmarks.models.registry'], allow_failed_imports=False)
+    model = dict(backbone=dict(type='RingMoE', modality='optical', ...))
+
+Frameworks that are not installed are skipped; registering twice is harmless (``force=True``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from benchmarks import compat  # importing benchmarks applies the torchvision shim first
+from benchmarks.models.ringmoe import RingMoE
+
+FRAMEWORKS = ("mmseg", "mmdet", "mmpretrain")
+
+
+def register_all() -> list[str]:
+    """Register ``RingMoE`` in each installed framework's MODELS registry; return their names."""
+    done = []
+    for package in FRAMEWORKS:
+        if importlib.util.find_spec(package) is None:
+            continue
+        registry = importlib.import_module(f"{package}.registry")
+        registry.MODELS.register_module(name="RingMoE", module=RingMoE, force=True)
+        done.append(package)
+    return done
+
+
+compat.apply_mmengine()
+REGISTERED = register_all()

@@ -1,0 +1,361 @@
+#!/usr/bin/env python
+"""Fine-tune and evaluate a RingMoE backbone on one downstream task; append one results row.
+
+One run: load the task's mmengine config, fill the backbone's architecture and the input
+normalisation from the converted checkpoint's meta, train with the mmengine Runner, validate
+at the end, write <work_dir>/coverage.json (every model parameter loaded, or new with a
+reason; every checkpoint tensor used or dropped with a reason), and append one row to the
+results table (checkpoint sha256, config hash, seed, metrics, package versions, wall time).
+
+Examples:
+  # demo: synthetic Potsdam is generated next to the work dir, 50 iterations on CPU
+  python benchmarks/run.py --task segmentation --checkpoint ringmoe_tiny.pth
+
+  # the same model from random weights (the no-pretraining baseline)
+  python benchmarks/run.py --task segmentation --checkpoint none
+
+  # real data (mmseg's converted Potsdam layout), a longer schedule, another seed
+  python benchmarks/run.py --task segmentation --checkpoint giant.pth --data-root data/potsdam \\
+      --cfg-options train_cfg.max_iters=80000 train_dataloader.batch_size=8 --seed 1
+
+  # continue an interrupted run from its work dir (a finished identical run is skipped)
+  python benchmarks/run.py --task segmentation --checkpoint ringmoe_tiny.pth --resume
+
+Architecture fields that the config leaves out (embed_dim, depths, num_heads, window_size,
+patch_size, mlp_ratio, num_experts, modalities) come from the checkpoint's meta; fields the
+config (or --cfg-options) sets are kept, and a checkpoint that disagrees is a coverage error.
+The data preprocessor's mean/std become the chosen modality's meta mean/std x 255, unless
+--cfg-options sets model.data_preprocessor.mean/std.
+
+Outputs: <work_dir>/<config>.py (the resolved config), logs and checkpoints of the Runner,
+<work_dir>/coverage.json, and one row in --results. The row's run_id is a hash of the task,
+the config hash, the checkpoint's sha256 and the seed.
+
+Exit codes: 0 done (or skipped under --resume); 2 bad input (unknown task, missing config,
+checkpoint or data root, a file that is not a converted checkpoint, a checkpoint that does
+not fit the model): one line on stderr, no results row.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio", "num_experts")
+BASE_PACKAGES = ("torch", "mmengine", "mmcv", "numpy")
+RANDOM_INIT = "new: random initialisation (--checkpoint none, the baseline without pretraining)"
+
+
+class BadInput(Exception):
+    """A problem with the command line or its files: reported in one line, exit code 2."""
+
+
+# ---- tasks ---------------------------------------------------------------------------------
+def _potsdam_demo(data_dir: Path) -> Path:
+    from benchmarks.datasets.potsdam import generate_potsdam
+
+    return generate_potsdam(data_dir / "potsdam")
+
+
+def _fit_seg_heads(cfg, widths: list[int]) -> None:
+    """Give mmseg decode/auxiliary heads the backbone's output widths at their in_index."""
+    for name in ("decode_head", "auxiliary_head"):
+        heads = cfg.model.get(name) or []
+        for head in heads if isinstance(heads, list) else [heads]:  # mmseg allows a list of aux heads
+            index = head.get("in_index", -1)
+            if isinstance(index, (list, tuple)):
+                head.in_channels = [widths[i] for i in index]
+            else:
+                head.in_channels = widths[index]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    config: str  # default config, relative to the repository root
+    dataset: str  # results' dataset column unless the config sets `dataset_name`
+    metric: str  # primary metric key in the evaluator's output
+    package: str  # distribution name of the OpenMMLab framework (for the versions column)
+    fit_heads: Callable  # (cfg, backbone output widths) -> None
+    demo_data: Callable[[Path], Path] | None = None  # writes demo data under a dir, returns its root
+
+
+TASKS: dict[str, TaskSpec] = {
+    "segmentation": TaskSpec(
+        config="configs/benchmarks/segmentation/upernet_ringmoe_tiny_potsdam.py",
+        dataset="potsdam", metric="mIoU", package="mmsegmentation",
+        fit_heads=_fit_seg_heads, demo_data=_potsdam_demo),
+}
+
+
+# ---- command line --------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage first)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _Parser(prog="run", description=__doc__.split("\n\n")[0],
+                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="downstream task")
+    parser.add_argument("--config", help="mmengine config (default: the task's, e.g. "
+                        f"{TASKS['segmentation'].config})")
+    parser.add_argument("--checkpoint", help="converted RingMoE .pth (converters/ms2torch.py), or 'none' "
+                        "for random weights (default: the config's backbone init_cfg.checkpoint)")
+    parser.add_argument("--data-root", help="dataset root in the framework's layout (default: generate "
+                        "small synthetic data in <work_dir>/../data)")
+    parser.add_argument("--work-dir", help="logs, checkpoints, coverage.json (default: "
+                        "work_dirs/<task>/<config stem>)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config entries, mmengine style: a.b=1 c=[1,2] d=\"(1,2)\"")
+    parser.add_argument("--seed", type=int, help="random seed (default: the config's randomness.seed, else 0)")
+    parser.add_argument("--results", default="results/results.csv", help="results table (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the "
+                        "work dir; skip the run if the results already hold its run_id")
+    return parser.parse_args(argv)
+
+
+def _cfg_options(items: list[str]) -> dict:
+    from mmengine.config import DictAction
+
+    for item in items:
+        if not item.partition("=")[0] or "=" not in item:
+            raise BadInput(f"--cfg-options expects KEY=VALUE, got {item!r}")
+    parsed = argparse.Namespace()  # parsed here, not by argparse, so that --help imports nothing heavy
+    DictAction(option_strings=[], dest="options")(None, parsed, items)
+    return parsed.options or {}
+
+
+# ---- config --------------------------------------------------------------------------------
+def _fill_from_meta(cfg, meta: dict | None, options: dict) -> None:
+    """Architecture and modality list from the checkpoint meta, unless the config sets them."""
+    backbone = cfg.model.backbone
+    if meta is not None:
+        arch = meta["arch"]
+        for name in ARCH_FIELDS:
+            backbone.setdefault(name, arch[name])
+        backbone.setdefault("modalities", {m["name"]: m["channels"] for m in meta["modalities"]})
+    modality = backbone.get("modality", "optical")
+    known = backbone.get("modalities")
+    if known is not None and modality not in known:
+        raise BadInput(f"modality {modality!r} is not in the checkpoint's modalities {list(known)}")
+    if meta is not None and not any(k.startswith("model.data_preprocessor.") and k.split(".")[-1] in
+                                    ("mean", "std") for k in options):
+        info = next(m for m in meta["modalities"] if m["name"] == modality)
+        for preprocessor in (cfg.model.data_preprocessor, cfg.get("data_preprocessor")):
+            if preprocessor is not None:  # the top-level copy too, so the dumped config reads true
+                preprocessor.mean = [round(v * 255, 4) for v in info["mean"]]
+                preprocessor.std = [round(v * 255, 4) for v in info["std"]]
+
+
+def _backbone_widths(backbone) -> list[int]:
+    from benchmarks.models.ringmoe import RingMoE
+
+    defaults = {k: p.default for k, p in inspect.signature(RingMoE).parameters.items()}
+    embed = backbone.get("embed_dim", defaults["embed_dim"])
+    return [embed * 2**i for i in backbone.get("out_indices", defaults["out_indices"])]
+
+
+def _set_data_root(cfg, root: Path) -> None:
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        loader = cfg.get(name)
+        if loader and "dataset" in loader:
+            loader.dataset.data_root = str(root)
+    cfg.data_root = str(root)
+
+
+# ---- coverage and metrics (a Runner hook) --------------------------------------------------
+def _backbone_report(backbone) -> dict:
+    """The LoadReport that the backbone's init_weights kept when it loaded the checkpoint."""
+    from benchmarks.models.loading import CoverageError
+
+    if backbone.load_report is None:
+        raise CoverageError("the backbone has a checkpoint but init_weights did not load it")
+    return backbone.load_report.to_dict()
+
+
+def coverage(model, checkpoint: str | None) -> dict:
+    """Every state-dict entry of the model mapped or new with a reason, plus the dropped tensors."""
+    backbone = model.backbone
+    if checkpoint is None:
+        report = {"mapped": {}, "dropped": {}, "new": {k: RANDOM_INIT for k in backbone.state_dict()}}
+    else:
+        report = _backbone_report(backbone)
+    mapped = {f"backbone.{k}": v for k, v in report["mapped"].items()}
+    new = {f"backbone.{k}": v for k, v in report["new"].items()}
+    for key in model.state_dict():
+        if not key.startswith("backbone."):
+            new[key] = f"downstream head ({key.split('.')[0]}), randomly initialised"
+    unexplained = sorted(k for k in model.state_dict() if k not in mapped and k not in new)
+    summary = {"backbone_mapped": len(mapped), "backbone_new": sum(k.startswith("backbone.") for k in new),
+               "checkpoint_dropped": len(report["dropped"]),
+               "head_new": sum(not k.startswith("backbone.") for k in new), "unexplained": len(unexplained)}
+    return {"checkpoint": checkpoint, "summary": summary, "mapped": mapped, "dropped": report["dropped"],
+            "new": new, "unexplained": unexplained}
+
+
+def _recorder(work_dir: Path, checkpoint: str | None):
+    """A Runner hook: writes coverage.json once weights are initialised; keeps the last val metrics."""
+    from mmengine.hooks import Hook
+    from mmengine.model import is_model_wrapper
+
+    class Recorder(Hook):
+        priority = "VERY_LOW"
+
+        def __init__(self):
+            self.metrics: dict | None = None
+            self.coverage: dict | None = None
+
+        def before_train(self, runner) -> None:  # after init_weights and any resume
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            self.coverage = coverage(model, checkpoint)
+            (work_dir / "coverage.json").write_text(json.dumps(self.coverage, indent=1))
+            s = self.coverage["summary"]
+            line = (f"coverage: backbone {s['backbone_mapped']} loaded + {s['backbone_new']} new, "
+                    f"{s['checkpoint_dropped']} checkpoint tensors dropped with reasons, heads "
+                    f"{s['head_new']} new, {s['unexplained']} unexplained -> {work_dir / 'coverage.json'}")
+            runner.logger.info(line)
+            print(line, flush=True)
+            if s["unexplained"]:
+                from benchmarks.models.loading import CoverageError
+
+                raise CoverageError(f"{s['unexplained']} model entries unexplained: "
+                                    f"{', '.join(self.coverage['unexplained'][:4])}")
+
+        def after_val_epoch(self, runner, metrics=None) -> None:
+            self.metrics = dict(metrics or {})
+
+    return Recorder()
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value  # strict JSON has no NaN
+
+
+# ---- the run -------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    spec = TASKS[args.task]
+    config = Path(args.config) if args.config else REPO / spec.config
+    if not config.is_file():
+        raise BadInput(f"config {config} does not exist")
+    if args.checkpoint and args.checkpoint != "none" and not Path(args.checkpoint).is_file():
+        raise BadInput(f"checkpoint {args.checkpoint} does not exist")
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise BadInput(f"data root {args.data_root} is not a directory")
+    options = _cfg_options(args.cfg_options)
+
+    import benchmarks  # noqa: F401  compat shims before any OpenMMLab import
+    from mmengine.config import Config
+
+    from benchmarks import results
+    from benchmarks.models.loading import CoverageError, read_converted
+
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(options)
+    init_cfg = cfg.model.backbone.get("init_cfg") or {}
+    checkpoint = args.checkpoint or init_cfg.get("checkpoint")
+    if checkpoint is None:
+        raise BadInput("no checkpoint: pass --checkpoint PATH (a converted .pth) or --checkpoint none")
+    if checkpoint == "none":
+        checkpoint, meta = None, None
+        cfg.model.backbone.init_cfg = None
+    else:
+        try:
+            _, meta = read_converted(checkpoint)
+        except CoverageError as err:
+            raise BadInput(str(err)) from None
+        except Exception as err:  # not a torch file at all (pickle, zip or EOF errors)
+            raise BadInput(f"{checkpoint} is not a readable converted checkpoint "
+                           f"({type(err).__name__})") from None
+        cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(Path(checkpoint).resolve()))
+    _fill_from_meta(cfg, meta, options)
+    spec.fit_heads(cfg, _backbone_widths(cfg.model.backbone))
+
+    work_dir = Path(args.work_dir or cfg.get("work_dir") or Path("work_dirs", args.task, config.stem))
+    cfg.work_dir = str(work_dir)
+    seed = args.seed if args.seed is not None else (cfg.get("randomness") or {}).get("seed", 0)
+    cfg.randomness = dict(cfg.get("randomness") or {}, seed=seed)
+    if args.data_root:
+        data_root = Path(args.data_root)
+    elif spec.demo_data is not None:
+        data_root = spec.demo_data(work_dir.resolve().parent / "data")
+    else:
+        raise BadInput(f"task {args.task} has no demo data: pass --data-root")
+    _set_data_root(cfg, data_root.resolve())
+
+    # Identity of the run: the resolved config (before the resume switch), weights and seed.
+    cfg_hash = results.config_hash(cfg.pretty_text)
+    ckpt_sha = results.sha256_file(checkpoint) if checkpoint else ""
+    run_id = hashlib.sha256(f"{args.task}|{cfg_hash}|{ckpt_sha}|{seed}".encode()).hexdigest()[:16]
+    if args.resume and results.has_row(args.results, run_id):
+        print(f"run: {run_id} is already in {args.results}: skipped (finished identical run)")
+        return 0
+    cfg.resume = args.resume
+
+    from mmengine.runner import Runner
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner.from_cfg(cfg)
+    recorder = _recorder(work_dir, checkpoint)
+    runner.register_hook(recorder)
+    try:
+        runner.train()
+    except CoverageError as err:
+        raise BadInput(str(err)) from None
+    metrics = recorder.metrics if recorder.metrics is not None else runner.val()
+    if spec.metric not in metrics:
+        raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {spec.metric}")
+
+    name = f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain") else "ringmoe"
+    reduction = cfg.model.backbone.get("moe_reduction")
+    row = {
+        "run_id": run_id,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": args.task,
+        "dataset": cfg.get("dataset_name", spec.dataset),
+        "backbone": name + (f"-{reduction}" if reduction else "") + ("" if checkpoint else "-random-init"),
+        "modality": cfg.model.backbone.get("modality", "optical"),
+        "checkpoint": str(checkpoint or ""),
+        "checkpoint_sha256": ckpt_sha,
+        "config_hash": cfg_hash,
+        "seed": seed,
+        "metrics_json": {k: _number(v) for k, v in metrics.items()},
+        "primary_metric": spec.metric,
+        "primary_value": float(metrics[spec.metric]),
+        "versions_json": results.package_versions(BASE_PACKAGES + (spec.package,)),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "work_dir": str(work_dir),
+        "status": "ok",
+    }
+    results.append_row(args.results, row)
+    print(f"run: {spec.metric} = {row['primary_value']:.2f} in {row['wall_time_s']:.0f} s; row {run_id} "
+          f"appended to {args.results}")
+    print(results.format_table(results.read_rows(args.results)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _run(args)
+    except BadInput as err:
+        print(f"run: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
