@@ -75,9 +75,7 @@ def _allow_resuming_mmengine_checkpoints() -> None:
 def apply_mmengine() -> None:
     """Shims that touch mmengine: applied by benchmarks/models/registry.py, which every
     OpenMMLab config of ours imports (custom_imports), so no entry point can miss them."""
-    import importlib.util
-
-    if importlib.util.find_spec("mmengine") is not None:
+    if _installed("mmengine"):
         _allow_resuming_mmengine_checkpoints()
 
 
@@ -87,9 +85,16 @@ def apply() -> None:
     if _applied:
         return
     try:
-        import importlib.util
-
-        if importlib.util.find_spec("torchvision") is not None:
+        if _installed("torchvision"):
             _define_torchvision_cpu_ops()
     finally:
         _applied = True
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module blocked or half-imported counts as absent
+        return False

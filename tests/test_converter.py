@@ -155,3 +155,16 @@ def test_cli_help_is_fast_and_explains():
              "print(sorted({'torch', 'mindspore', 'numpy'} & set(sys.modules)))")
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert heavy.stdout.strip() == "[]", "argument parsing must not import heavy frameworks"
+
+
+def test_conversion_needs_only_torch_and_numpy(tiny_ms_checkpoint, tmp_path):
+    """MindSpore, protobuf and every OpenMMLab package made unimportable: conversion still works."""
+    blocked = ["mindspore", "google", "mmengine", "mmcv", "mmseg", "mmdet", "mmpretrain", "torchvision"]
+    code = (f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
+            "from converters.ms2torch import main\n"
+            f"code = main([{str(tiny_ms_checkpoint)!r}, '-o', {str(tmp_path / 'x.pth')!r}])\n"
+            f"assert not set({blocked!r}) & {{k for k, v in sys.modules.items() if v is not None}}\n"
+            "sys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.pth").is_file()
