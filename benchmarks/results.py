@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from converters.util import sha256_file  # noqa: F401  re-exported: rows record checkpoint hashes
+
 DEFAULT_PATH = Path("results/results.csv")
 
 SCHEMA: dict[str, str] = {
@@ -238,15 +240,6 @@ def format_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = TAB
     lines = [render(headers), "  ".join("-" * w for w in widths)]
     lines += [render(line) for line in cells]
     return "\n".join(lines)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, hex, read in chunks so multi-GB checkpoints need no memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def config_hash(cfg_text: str) -> str:
