@@ -60,8 +60,12 @@ def compare_models(ms_encoder, twin, image: np.ndarray, modality_index: int) -> 
 
     name = twin.modality
     report = ParityReport(name)
-    outs, final, _ = ms_encoder(ms.Tensor(image), modality_index)
-    ms_routing = ms_encoder.routing()
+    ms_encoder.set_record_routing(True)
+    try:
+        outs, final, _ = ms_encoder(ms.Tensor(image), modality_index)
+        ms_routing = ms_encoder.routing()
+    finally:
+        ms_encoder.set_record_routing(False)
     twin.eval()
     twin.record_routing = True
     try:

@@ -167,9 +167,20 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
         return net(images, masks, targets)
 
     grad_fn = ms.value_and_grad(forward, None, optimizer.parameters, has_aux=True)
+    names = [m.name for m in arch.modalities]
+
+    sar_l1 = names.index("sar_l1") if "sar_l1" in names else -1
+
+    def train_step(images, masks, power):
+        targets = None if power is None else tuple(power if m == sar_l1 else None for m in range(len(names)))
+        (loss, per_modality, aux), grads = grad_fn(images, masks, targets)
+        optimizer(grads)
+        return loss, per_modality, aux
+
+    if mode == ms.GRAPH_MODE:  # compiled once (about 30 s for tiny on 2 cores), then ~4x faster
+        train_step = ms.jit(train_step)
     meta = {"arch": arch.to_dict(), "config": cfg.get("name"), "data_root": str(root)}
     prefix = f"ringmoe-{cfg.get('name', 'model')}"
-    names = [m.name for m in arch.modalities]
     net.set_train(True)
     images_per_step = dcfg["batch_size"] * len(names)
     log_file = (work_dir / "log.jsonl").open("a")
@@ -177,11 +188,11 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
     tick = time.perf_counter()
     for step in range(start, steps):
         batch = next(batches)
-        images = tuple(ms.Tensor(x) for x in batch["images"])
-        masks = tuple(ms.Tensor(x) for x in batch["masks"])
-        targets = tuple(None if t is None else ms.Tensor(t) for t in batch["targets"])
-        (loss, per_modality, aux), grads = grad_fn(images, masks, targets)
-        optimizer(grads)
+        # mutable: in graph mode a tuple input is otherwise a constant, recompiled every step
+        images = ms.mutable(tuple(ms.Tensor(x) for x in batch["images"]))
+        masks = ms.mutable(tuple(ms.Tensor(x) for x in batch["masks"]))
+        power = batch["targets"][sar_l1] if sar_l1 >= 0 else None
+        loss, per_modality, aux = train_step(images, masks, None if power is None else ms.Tensor(power))
         done = step + 1
         if not np.isfinite(float(loss)):
             raise FloatingPointError(f"loss became {float(loss)} at step {done}")

@@ -61,6 +61,7 @@ def moe_and_input():
     ms.set_seed(3)
     arch = get_arch("tiny")
     moe = ModalMoE(arch, 32)
+    moe.record_routing = True
     rng = np.random.default_rng(0)
     # Skew every router towards expert 0 so that it overflows and drops tokens.
     for router in list(moe.special_router) + [moe.cross_router]:

@@ -17,5 +17,5 @@ train = dict(
     save_interval=15,
     seed=0,
     device="CPU",       # CPU, GPU or Ascend (or --device)
-    mode="pynative",    # pynative, or graph (compiles once; faster for long runs)
+    mode="graph",       # graph: compiled once (~30 s for tiny), ~4x faster steps; pynative: eager
 )

@@ -200,6 +200,8 @@ class ModalMoE(nn.Cell):
         self.cross_ffn = ExpertFFN(arch.num_experts, dim, hidden, dropout)
         self.cross_router = Router(dim, arch.num_experts)
         self.public_ffn = SharedFFN(dim, hidden, dropout)
+        # Routing records are for parity checks in PyNative mode; graph mode cannot keep them.
+        self.record_routing = False
         self.last_routing: dict = {}
 
     def _route_and_run(self, ffn: ExpertFFN, router: Router, tokens: Tensor, limit: bool):
@@ -239,7 +241,8 @@ class ModalMoE(nn.Cell):
         tokens = x.reshape(-1, c)
         cross, cross_aux, info = self._route_and_run(self.cross_ffn, self.cross_router, tokens, limit)
         routing["cross"] = info
-        self.last_routing = routing
+        if self.record_routing:
+            self.last_routing = routing
         out = special + cross + self.public_ffn(tokens)
         aux = self.arch.aux_loss_weight * (cross_aux + special_aux_mean)
         return out.reshape(n, l, c), aux
@@ -417,6 +420,12 @@ class RingMoEEncoder(nn.Cell):
     def construct(self, image: Tensor, modality: int):
         """Single-modality forward (downstream semantics: no capacity limit)."""
         return self.forward_tokens(self.embed(image, modality), modality)
+
+    def set_record_routing(self, record: bool) -> None:
+        """Keep each block's routing decisions of the next forwards (PyNative mode only)."""
+        for stage in self.layers:
+            for block in stage.blocks:
+                block.mlp.record_routing = record
 
     def routing(self) -> list[dict]:
         """Routing decisions of the last forward, one dict per block in order."""
