@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from converters.ckpt_io import CheckpointError, TensorRecord, read_tensor, scan_checkpoint
+from converters.ckpt_io import CheckpointError, read_tensor, scan_checkpoint
 from converters.rules import ringmoe as rules
 from converters.util import ConversionError, atomic_write, sha256_file
 from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
@@ -32,17 +34,48 @@ class Conversion:
     report: dict = field(default_factory=dict)
 
 
-def _read_pretrain_meta(path: Path, index) -> dict | None:
+class CheckpointFile:
+    """A single .ckpt or MindSpore safetensors file as a tensor source, read one tensor at a time.
+
+    The converter reads any source with this interface: ``label``, ``files``, ``shapes()`` (in
+    read order), ``read(name)`` and ``close()``; merged per-rank checkpoints provide the same.
+    """
+
+    def __init__(self, path: Path):
+        self.label = str(path)
+        self.files = [path]
+        self.index = scan_checkpoint(path)
+        self._handle = open(path, "rb")
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(record.shape) for name, record in self.index.items()}
+
+    def read(self, name: str) -> np.ndarray:
+        return read_tensor(self._handle, self.index[name])
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def open_source(src: str | Path) -> CheckpointFile:
+    src = Path(src)
+    if not src.exists():
+        raise ConversionError(f"{src}: no such file")
+    if not src.is_file():
+        raise ConversionError(f"{src} is a directory; pass a checkpoint file")
+    return CheckpointFile(src)
+
+
+def _read_pretrain_meta(source) -> dict | None:
     """The JSON that pretrain/train.py stores in the checkpoint (absent in the authors' files)."""
-    record = index.get(META_KEY)
-    if record is None:
+    if META_KEY not in source.shapes():
         return None
-    value = read_tensor(path, record)
+    value = source.read(META_KEY)
     text = value if isinstance(value, str) else str(np.asarray(value).item())
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConversionError(f"{path}: {META_KEY} is not valid JSON ({err.msg})") from None
+        raise ConversionError(f"{source.label}: {META_KEY} is not valid JSON ({err.msg})") from None
 
 
 def _describe(arch: dict) -> str:
@@ -110,10 +143,10 @@ def _listing(keys: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def plan_mapping(index, modality_names: list[str]) -> tuple[dict, dict]:
+def plan_mapping(names, modality_names: list[str]) -> tuple[dict, dict]:
     """Map every source key: {source: (target, transform)} and {source: drop reason}."""
     mapped, dropped, unexplained = {}, {}, []
-    for key in index:
+    for key in names:
         try:
             target, how = rules.map_key(key, modality_names)
         except KeyError:
@@ -128,7 +161,7 @@ def plan_mapping(index, modality_names: list[str]) -> tuple[dict, dict]:
     return mapped, dropped
 
 
-def check_coverage(mapped: dict, index, expected: dict[str, tuple[int, ...]]) -> None:
+def check_coverage(mapped: dict, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
     """Every twin parameter filled exactly once with the right shape; nothing left over."""
     targets = {}
     for source, (target, how) in mapped.items():
@@ -144,10 +177,9 @@ def check_coverage(mapped: dict, index, expected: dict[str, tuple[int, ...]]) ->
     if extra:
         raise ConversionError(f"{len(extra)} mapped tensors have no place in the model: {_listing(extra)}")
     for target, source in targets.items():
-        record: TensorRecord = index[source]
-        shape = _transformed_shape(record.shape, mapped[source][1])
+        shape = _transformed_shape(shapes[source], mapped[source][1])
         if shape != expected[target]:
-            raise ConversionError(f"{source} has shape {list(record.shape)} -> {list(shape)}, "
+            raise ConversionError(f"{source} has shape {list(shapes[source])} -> {list(shape)}, "
                                   f"but {target} needs {list(expected[target])} (wrong architecture?)")
 
 
@@ -156,52 +188,85 @@ def _transformed_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...
     return tuple(rules.TRANSFORMS[transform](probe).shape) if math.prod(shape) else tuple(shape)
 
 
-def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32") -> Conversion:
-    """Read, map, check and convert a RingMoE checkpoint. Nothing is written."""
-    import torch
+@dataclass
+class Plan:
+    """A checked conversion: every source tensor mapped or dropped, every target filled.
 
-    src = Path(src)
-    if not src.is_file():
-        raise ConversionError(f"{src}: no such file")
+    Nothing but shapes and metadata has been read yet; ``tensors()`` streams the data.
+    """
+
+    source: CheckpointFile
+    arch: dict
+    modalities: list[dict]
+    mapped: dict
+    dropped: dict
+    pretrain_meta: dict | None
+    dtype: str = "fp32"
+
+    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:
+        """(target key, tensor) in the source's read order, one tensor in memory at a time."""
+        import torch
+        from tqdm import tqdm
+
+        target_dtype = getattr(torch, DTYPES[self.dtype])
+        position = {name: i for i, name in enumerate(self.source.shapes())}
+        items = sorted(self.mapped.items(), key=lambda kv: position[kv[0]])
+        for source, (target, how) in tqdm(items, desc="converting", unit="tensor",
+                                          disable=not sys.stderr.isatty()):
+            tensor = torch.from_numpy(np.ascontiguousarray(rules.TRANSFORMS[how](self.source.read(source))))
+            yield target, tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+
+    def report(self) -> dict:
+        return {
+            "mapped": {s: {"target": t, "transform": how} for s, (t, how) in sorted(self.mapped.items())},
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+
+    def meta(self) -> dict:
+        pretrain = self.pretrain_meta or {}
+        return {
+            "format": FORMAT,
+            "architecture": "ringmoe",
+            "converter_version": CONVERTER_VERSION,
+            "dtype": self.dtype,
+            "arch": self.arch,
+            "modalities": [dict(m, index=i) for i, m in enumerate(self.modalities)],
+            "pretrain": {
+                "img_size": self.arch["img_size"],
+                "window_sizes": list(self.arch["window_size"]),
+                "config": pretrain.get("config"),
+                "step": pretrain.get("step"),
+            },
+            "source": {"files": [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                                 for f in self.source.files]},
+            "coverage": {"mapped": len(self.mapped), "dropped": len(self.dropped),
+                         "source_tensors": len(self.mapped) + len(self.dropped)},
+            "report": self.report(),
+        }
+
+
+def plan(source: CheckpointFile, arch_name: str | None = None, dtype: str = "fp32") -> Plan:
+    """Map and check a source against the twin; raise ConversionError naming what is wrong."""
     if dtype not in DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
-    index = scan_checkpoint(src)
-    shapes = {k: tuple(r.shape) for k, r in index.items()}
-    pretrain_meta = _read_pretrain_meta(src, index)
+    shapes = source.shapes()
+    pretrain_meta = _read_pretrain_meta(source)
     arch, modalities = resolve_arch(shapes, pretrain_meta, arch_name)
-    names = [m["name"] for m in modalities]
-    mapped, dropped = plan_mapping(index, names)
-    check_coverage(mapped, index, build_twin_shapes(arch, modalities))
+    mapped, dropped = plan_mapping(shapes, [m["name"] for m in modalities])
+    check_coverage(mapped, shapes, build_twin_shapes(arch, modalities))
+    return Plan(source, arch, modalities, mapped, dropped, pretrain_meta, dtype)
 
-    target_dtype = getattr(torch, DTYPES[dtype])
-    state_dict = {}
-    with open(src, "rb") as f:
-        for source, (target, how) in sorted(mapped.items(), key=lambda kv: index[kv[0]].offsets[0][0]):
-            array = rules.TRANSFORMS[how](read_tensor(f, index[source]))
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-            state_dict[target] = tensor.to(target_dtype) if tensor.is_floating_point() else tensor
-    report = {
-        "mapped": {s: {"target": t, "transform": how} for s, (t, how) in sorted(mapped.items())},
-        "dropped": dict(sorted(dropped.items())),
-    }
-    meta = {
-        "format": FORMAT,
-        "architecture": "ringmoe",
-        "converter_version": CONVERTER_VERSION,
-        "dtype": dtype,
-        "arch": arch,
-        "modalities": [dict(m, index=i) for i, m in enumerate(modalities)],
-        "pretrain": {
-            "img_size": arch["img_size"],
-            "window_sizes": list(arch["window_size"]),
-            "config": (pretrain_meta or {}).get("config"),
-            "step": (pretrain_meta or {}).get("step"),
-        },
-        "source": {"files": [{"path": str(src), "bytes": src.stat().st_size, "sha256": sha256_file(src)}]},
-        "coverage": {"mapped": len(mapped), "dropped": len(dropped), "source_tensors": len(index)},
-        "report": report,
-    }
-    return Conversion(state_dict, meta, report)
+
+def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32") -> Conversion:
+    """Read, map, check and convert a RingMoE checkpoint into memory. Nothing is written."""
+    source = open_source(src)
+    try:
+        checked = plan(source, arch_name, dtype)
+        state_dict = dict(checked.tensors())
+        meta = checked.meta()
+    finally:
+        source.close()
+    return Conversion(state_dict, meta, meta["report"])
 
 
 def save(conversion: Conversion, out: str | Path, report_path: str | Path | None = None) -> tuple[Path, Path]:
