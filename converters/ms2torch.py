@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "fixed inputs of every modality; print the relative error per stage and the "
                              "expert agreement; exit 1 above the tolerance (needs MindSpore; without it "
                              "only the structural checks run, and it says so)")
+    parser.add_argument("--routing-stats", nargs="?", const="generated", metavar="DATA_ROOT",
+                        help="count how often each expert is chosen on calibration images (an image folder "
+                             "per modality, DATA_ROOT/<modality>/*; generated demo data without DATA_ROOT) and "
+                             "store the counts in the meta; the 'top_expert' dense reduction needs them")
+    parser.add_argument("--calibration-images", type=int, default=16,
+                        help="images per modality for --routing-stats (default: 16)")
     parser.add_argument("--tolerance", type=float,
                         help="--verify's limit on max|diff|/max|ref| (default: 1e-5 for tiny, 1e-4 otherwise)")
     return parser.parse_args(argv)
@@ -72,6 +78,22 @@ def verify_conversion(args: argparse.Namespace, conversion) -> bool:
     return ok
 
 
+def print_reduction_sizes(meta: dict) -> None:
+    """Backbone parameters of the twin for one modality under each expert reduction (nothing allocated)."""
+    import torch
+
+    from benchmarks.models.loading import twin_from_meta
+    from benchmarks.models.ringmoe import MOE_REDUCTIONS
+
+    modality = meta["modalities"][0]["name"]
+    sizes = []
+    for reduction in MOE_REDUCTIONS:
+        with torch.device("meta"):
+            twin = twin_from_meta(meta, modality, moe_reduction=reduction, out_norms=False)
+        sizes.append(f"{reduction or 'moe'} {sum(p.numel() for p in twin.parameters()) / 1e6:,.2f}M")
+    print(f"backbone parameters for one modality ({modality}), by moe_reduction: {', '.join(sizes)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from converters.ckpt_io import CheckpointError
@@ -84,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify and not verify_conversion(args, conversion):
             print("ms2torch: verification failed: nothing written", file=sys.stderr)
             return 1
+        if args.routing_stats:
+            from converters.routing_stats import collect_routing_stats
+
+            root = None if args.routing_stats == "generated" else args.routing_stats
+            conversion.meta["routing_stats"] = collect_routing_stats(
+                conversion.state_dict, conversion.meta, root, args.calibration_images)
         out, report = save(conversion, args.out, args.report)
     except (ConversionError, CheckpointError, OSError) as err:
         print(f"ms2torch: error: {err}", file=sys.stderr)
@@ -94,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
           f"with reasons, 0 unexplained ({time.perf_counter() - start:.1f}s)")
     print(f"architecture: embed_dim={arch['embed_dim']} depths={arch['depths']} heads={arch['num_heads']} "
           f"modalities={[m['name'] for m in conversion.meta['modalities']]}")
+    print_reduction_sizes(conversion.meta)
     print(f"wrote {out}\nwrote {report}")
     return 0
 

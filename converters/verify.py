@@ -61,19 +61,10 @@ def _load_mindspore_encoder(src, meta: dict):
 
 
 def _twin(state_dict: dict, meta: dict, modality: str):
-    from benchmarks.models.loading import check_coverage, filter_checkpoint
-    from benchmarks.models.ringmoe import RingMoE
+    from benchmarks.models.loading import load_state, twin_from_meta
 
-    arch = meta["arch"]
-    twin = RingMoE(
-        embed_dim=arch["embed_dim"], depths=arch["depths"], num_heads=arch["num_heads"],
-        window_size=arch["window_size"], patch_size=arch["patch_size"], mlp_ratio=arch["mlp_ratio"],
-        num_experts=arch["num_experts"], modalities={m["name"]: m["channels"] for m in meta["modalities"]},
-        modality=modality, out_norms=False,
-    )
-    filtered, report = filter_checkpoint({k: v.float() for k, v in state_dict.items()}, twin)
-    check_coverage(filtered, twin, report)
-    twin.load_state_dict(filtered, strict=True)
+    twin = twin_from_meta(meta, modality, out_norms=False)
+    load_state(twin, {k: v.float() for k, v in state_dict.items()}, meta)
     return twin.eval()
 
 

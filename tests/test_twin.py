@@ -21,7 +21,7 @@ def test_every_parameter_is_loaded_or_declared_new(tiny_converted):
     assert not any(k.startswith("patch_embed.optical") for k in params)
 
 
-@pytest.mark.parametrize("reduction", [r for r in MOE_REDUCTIONS if r])
+@pytest.mark.parametrize("reduction", [r for r in MOE_REDUCTIONS if r and r != "top_expert"])
 def test_dense_reductions_load_and_run(tiny_converted, reduction):
     twin = RingMoE(modality="optical", moe_reduction=reduction)
     report = load_pretrained(twin, tiny_converted)
@@ -40,7 +40,7 @@ def test_expert_mean_is_the_mean_of_the_experts(tiny_converted):
     sd = torch.load(tiny_converted, weights_only=True)["state_dict"]
     twin = RingMoE(modality="msi", moe_reduction="expert_mean")
     load_pretrained(twin, tiny_converted)
-    got = twin.layers[2].blocks[1].ffn.modal_mean.fc2.weight
+    got = twin.layers[2].blocks[1].ffn.modal_dense.fc2.weight
     want = sd["layers.2.blocks.1.ffn.modal_experts.msi.fc2.weight"].mean(0)
     assert torch.allclose(got, want)
 
@@ -113,3 +113,40 @@ def test_frozen_stages_do_not_train():
     assert not any(p.requires_grad for p in twin.patch_embed.parameters())
     assert not any(p.requires_grad for p in twin.layers[1].parameters())
     assert all(p.requires_grad for p in twin.layers[2].parameters())
+
+
+def test_top_expert_keeps_the_most_routed_expert(tiny_ms_checkpoint, tmp_path):
+    from converters.ms2torch import main
+
+    out = tmp_path / "stats.pth"
+    assert main([str(tiny_ms_checkpoint), "-o", str(out), "--routing-stats", "--calibration-images", "4"]) == 0
+    payload = torch.load(out, weights_only=True)
+    stats = payload["meta"]["routing_stats"]["sar_l2"]["blocks"]["layers.1.blocks.1"]
+    assert sum(stats["special"]) == sum(stats["cross"]) == 4 * 24 * 24  # every token of stage 2 counted
+    twin = RingMoE(modality="sar_l2", moe_reduction="top_expert")
+    report = load_pretrained(twin, out)
+    top = int(np.argmax(stats["special"]))
+    expected = payload["state_dict"]["layers.1.blocks.1.ffn.modal_experts.sar_l2.fc1.weight"][top]
+    assert torch.equal(twin.layers[1].blocks[1].ffn.modal_dense.fc1.weight, expected)
+    assert f"expert {top} (most routed)" in report.mapped["layers.1.blocks.1.ffn.modal_dense.fc1.weight"]
+
+
+def test_top_expert_without_statistics_is_refused(tiny_converted):
+    with pytest.raises(CoverageError, match="needs routing statistics"):
+        load_pretrained(RingMoE(modality="optical", moe_reduction="top_expert"), tiny_converted)
+
+
+def test_giant_with_one_ffn_per_block_is_the_compressed_1b_model():
+    from benchmarks.models.loading import twin_from_meta
+    from pretrain.models.arch import get_arch
+
+    giant = get_arch("giant")
+    meta = {"arch": {"embed_dim": 448, "depths": [2, 2, 18, 2], "num_heads": [14, 28, 56, 112],
+                     "window_size": [12, 12, 12, 6], "patch_size": 4, "mlp_ratio": 4, "num_experts": 4},
+            "modalities": [m.to_dict() for m in giant.modalities]}
+    with torch.device("meta"):
+        moe = twin_from_meta(meta, "optical", out_norms=False, build_modalities="all")
+        dense = twin_from_meta(meta, "optical", out_norms=False, moe_reduction="shared", build_modalities="all")
+    assert sum(p.numel() for p in moe.parameters()) == backbone_param_count(giant)
+    assert sum(p.numel() for p in dense.parameters()) == backbone_param_count(giant.replace(moe=False))
+    assert 1.05e9 < backbone_param_count(giant.replace(moe=False)) < 1.07e9

@@ -77,14 +77,27 @@ def resize_table(table: torch.Tensor, size: int) -> torch.Tensor:
     return grid.reshape(-1, size * size).T.contiguous().to(table.dtype)
 
 
-def filter_checkpoint(state_dict: dict, model) -> tuple[dict, LoadReport]:
+def _top_experts(meta: dict, modality: str) -> dict[tuple[str, str], int]:
+    """(block key, 'modal' or 'cross') -> index of the most-routed expert, from the meta's statistics."""
+    stats = (meta.get("routing_stats") or {}).get(modality)
+    if stats is None:
+        raise CoverageError(f"moe_reduction='top_expert' needs routing statistics for {modality!r}: "
+                            "convert with ms2torch --routing-stats")
+    top = {}
+    for block, counts in stats["blocks"].items():
+        top[(block, "modal")] = max(range(len(counts["special"])), key=counts["special"].__getitem__)
+        top[(block, "cross")] = max(range(len(counts["cross"])), key=counts["cross"].__getitem__)
+    return top
+
+
+def filter_checkpoint(state_dict: dict, model, meta: dict | None = None) -> tuple[dict, LoadReport]:
     """Adapt a converted (all-modality) state dict to ``model``; report what happened to each key."""
     report = LoadReport()
     built = set(model.patch_embed.keys())
     reduction = model.arch["moe_reduction"]
+    top = _top_experts(meta or {}, model.modality) if reduction == "top_expert" else {}
     model_shapes = {k: v.shape for k, v in model.state_dict().items()}
     out: dict[str, torch.Tensor] = {}
-    expert_groups: dict[str, list[str]] = {}
 
     for key, value in state_dict.items():
         match = _MODALITY_KEY.search(key)
@@ -92,12 +105,21 @@ def filter_checkpoint(state_dict: dict, model) -> tuple[dict, LoadReport]:
             report.dropped[key] = f"another modality ({match['mod']}); model built for {model.modality}"
             continue
         if reduction is not None and (_ROUTER_KEY.fullmatch(key) or _EXPERT_KEY.fullmatch(key)):
-            if reduction == "expert_mean" and (m := _EXPERT_KEY.fullmatch(key)):
-                target = f"{m['block']}.ffn.{'cross_mean' if m['part'] == 'cross_experts' else 'modal_mean'}.{m['rest']}"
-                expert_groups.setdefault(target, []).append(key)
+            m = _EXPERT_KEY.fullmatch(key)
+            if m is None or reduction == "shared":
+                report.dropped[key] = f"experts and routers removed by moe_reduction={reduction!r}"
+                continue
+            part = "cross" if m["part"] == "cross_experts" else "modal"
+            target = f"{m['block']}.ffn.{part}_dense.{m['rest']}"
+            if reduction == "expert_mean":
+                out[target] = value.float().mean(0).to(value.dtype)
+                report.mapped[target] = f"mean over experts of {key}"
                 report.dropped[key] = f"averaged into {target} (moe_reduction='expert_mean')"
             else:
-                report.dropped[key] = f"experts removed by moe_reduction={reduction!r}"
+                expert = top[(m["block"], part)]
+                out[target] = value[expert].clone()
+                report.mapped[target] = f"expert {expert} (most routed) of {key}"
+                report.dropped[key] = f"expert {expert} kept as {target}, the others removed (moe_reduction='top_expert')"
             continue
         if _TABLE_KEY.fullmatch(key) and key in model_shapes and value.shape != model_shapes[key]:
             size = int(round(model_shapes[key][0] ** 0.5))
@@ -107,11 +129,6 @@ def filter_checkpoint(state_dict: dict, model) -> tuple[dict, LoadReport]:
             continue
         out[key] = value
         report.mapped[key] = key
-
-    for target, sources in expert_groups.items():
-        (source,) = sources
-        out[target] = state_dict[source].float().mean(0).to(state_dict[source].dtype)
-        report.mapped[target] = f"mean over experts of {source}"
     return out, report
 
 
@@ -152,17 +169,38 @@ def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def load_pretrained(model, path: str | Path, report_path: str | Path | None = None) -> LoadReport:
-    """Load a converted checkpoint into ``model`` with a full coverage check; return the report."""
-    state_dict, meta = read_converted(path)
-    check_arch(meta, model, path)
-    filtered, report = filter_checkpoint(state_dict, model)
+def twin_from_meta(meta: dict, modality: str, **overrides):
+    """The twin with the architecture a converted checkpoint's meta describes (weights not loaded)."""
+    from benchmarks.models.ringmoe import RingMoE
+
+    arch = meta["arch"]
+    kwargs = dict(
+        embed_dim=arch["embed_dim"], depths=arch["depths"], num_heads=arch["num_heads"],
+        window_size=arch["window_size"], patch_size=arch["patch_size"], mlp_ratio=arch["mlp_ratio"],
+        num_experts=arch["num_experts"], modalities={m["name"]: m["channels"] for m in meta["modalities"]},
+        modality=modality,
+    )
+    kwargs.update(overrides)
+    return RingMoE(**kwargs)
+
+
+def load_state(model, state_dict: dict, meta: dict) -> LoadReport:
+    """Filter, check coverage and load an in-memory converted state dict into ``model``."""
+    filtered, report = filter_checkpoint(state_dict, model, meta)
     check_coverage(filtered, model, report)
     result = model.load_state_dict(filtered, strict=False)
     # Belt and braces: what torch reports must be exactly what we declared new.
     if result.unexpected_keys or set(result.missing_keys) != set(report.new):
         raise CoverageError(f"load disagreed with the coverage check: missing {result.missing_keys}, "
                             f"unexpected {result.unexpected_keys}")
+    return report
+
+
+def load_pretrained(model, path: str | Path, report_path: str | Path | None = None) -> LoadReport:
+    """Load a converted checkpoint into ``model`` with a full coverage check; return the report."""
+    state_dict, meta = read_converted(path)
+    check_arch(meta, model, path)
+    report = load_state(model, state_dict, meta)
     logger.info("loaded %s: %s", path, report.summary())
     for reason, count in sorted(report.reasons().items()):
         logger.info("  %5d x %s", count, reason)

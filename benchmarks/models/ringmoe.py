@@ -30,7 +30,11 @@ MOE_REDUCTIONS = {
     "shared": "one FFN per block: keep the shared FFN, drop all experts (the 1.06B giant layout)",
     "expert_mean": "dense: average the modality's experts and the cross experts into one FFN each, "
     "plus the shared FFN (three dense FFNs per block)",
+    "top_expert": "dense: keep the modality's most-routed expert and the most-routed cross expert as "
+    "plain FFNs, plus the shared FFN (three dense FFNs per block; needs routing statistics)",
 }
+# Reductions that turn each expert bank into one dense FFN (ffn.modal_dense, ffn.cross_dense).
+DENSE_FROM_EXPERTS = ("expert_mean", "top_expert")
 
 DEFAULT_MODALITY_CHANNELS = {"optical": 3, "sar_l1": 8, "sar_l2": 3, "msi": 4}
 
@@ -108,9 +112,9 @@ class ModalMoE(nn.Module):
             self.modal_routers = nn.ModuleDict({m: nn.Linear(dim, num_experts, bias=False) for m in modalities})
             self.cross_experts = ExpertBank(num_experts, dim, hidden)
             self.cross_router = nn.Linear(dim, num_experts, bias=False)
-        elif reduction == "expert_mean":
-            self.modal_mean = FFN(dim, hidden)
-            self.cross_mean = FFN(dim, hidden)
+        elif reduction in DENSE_FROM_EXPERTS:
+            self.modal_dense = FFN(dim, hidden)
+            self.cross_dense = FFN(dim, hidden)
         elif reduction != "shared":
             raise ValueError(f"unknown moe_reduction {reduction!r}; choose from {list(MOE_REDUCTIONS)}")
         self.last_routing: dict | None = None
@@ -120,8 +124,8 @@ class ModalMoE(nn.Module):
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         out = self.shared(tokens)
-        if self.reduction == "expert_mean":
-            out = out + self.modal_mean(tokens) + self.cross_mean(tokens)
+        if self.reduction in DENSE_FROM_EXPERTS:
+            out = out + self.modal_dense(tokens) + self.cross_dense(tokens)
         elif self.reduction is None:
             routing = {}
             for name, bank, router in (
@@ -315,7 +319,9 @@ class RingMoE(nn.Module):
         modality: the modality this model runs on.
         build_modalities: modalities whose embeddings and experts are built; defaults to
             ``[modality]``. ``"all"`` builds every one (what the converter checks against).
-        moe_reduction: None, ``"shared"`` or ``"expert_mean"`` (see ``MOE_REDUCTIONS``).
+        moe_reduction: None, ``"shared"``, ``"expert_mean"`` or ``"top_expert"`` (see
+            ``MOE_REDUCTIONS``); ``"top_expert"`` reads the routing statistics that
+            ``ms2torch --routing-stats`` stores in the checkpoint's meta.
         out_indices: stages whose outputs ``forward`` returns as [B, C, H, W].
         out_norms: LayerNorm on each output. Stage 3 uses the pretrained final norm; the
             others are new parameters.
