@@ -637,13 +637,15 @@ class MergedCheckpoint:
     def _plan_sliced(self, name: str, present: list[int], layout: ParamLayout) -> _Entry:
         n = self.strategy.stage_device_num
         owners = list(range(layout.stage * n, (layout.stage + 1) * n))
-        holders = [r for r in present if r in set(owners)]
+        owner_set = set(owners)
+        holders = [r for r in present if r in owner_set]
         if not holders:
             raise ConversionError(
                 f"{self.src_dir}: parameter {name!r} belongs to pipeline stage {layout.stage} "
                 f"(ranks {owners[0]}..{owners[-1]}) but only ranks {_ranks_text(present)} hold it")
         layout.check(str(self.strategy.path))
-        missing = [r for r in owners if r not in set(holders)]
+        held = set(holders)
+        missing = [r for r in owners if r not in held]
         if missing:
             raise ConversionError(
                 f"{self.src_dir}: parameter {name!r} is missing from rank(s) {_ranks_text(missing)} "

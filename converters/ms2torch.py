@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"architecture: embed_dim={arch['embed_dim']} depths={arch['depths']} heads={arch['num_heads']} "
           f"modalities={[m['name'] for m in conversion.meta['modalities']]}")
     print_reduction_sizes(conversion.meta)
+    for warning in conversion.meta["warnings"]:
+        print(f"ms2torch: warning: {warning}", file=sys.stderr)
     print(f"wrote {out}\nwrote {report}")
     return 0
 

@@ -50,6 +50,13 @@ class CheckpointFile:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(record.shape) for name, record in self.index.items()}
 
+    def integrity_warnings(self) -> list[str]:
+        """What this file cannot prove about itself (a .ckpt saved without crc_check=True)."""
+        if self.index.format == "ckpt" and not self.index.has_crc:
+            return [f"{self.label} has no CRC footer: a flipped bit inside tensor data cannot be detected "
+                    "(MindSpore: save_checkpoint(..., crc_check=True))"]
+        return []
+
     def read(self, name: str) -> np.ndarray:
         return read_tensor(self._handle, self.index[name])
 
@@ -264,6 +271,7 @@ def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32") 
         checked = plan(source, arch_name, dtype)
         state_dict = dict(checked.tensors())
         meta = checked.meta()
+        meta["warnings"] = source.integrity_warnings()
     finally:
         source.close()
     return Conversion(state_dict, meta, meta["report"])

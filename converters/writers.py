@@ -208,11 +208,14 @@ def write_pth(tensors: Iterable[tuple[str, torch.Tensor]], meta: dict | Callable
                     raise ConversionError(f"tensor {name!r} arrives twice")
                 storage_class = _dtype_info(tensor.dtype, name)[2]
                 tensor = tensor.detach().cpu().contiguous()
+                storage = tensor.untyped_storage()
+                if tensor.storage_offset() or storage.nbytes() != tensor.nbytes:
+                    storage = tensor.clone().untyped_storage()  # a view into a larger buffer
                 key = str(len(state))
                 # One record per tensor, its bytes taken straight from the tensor's memory.
-                writer.write_record(f"data/{key}", tensor.data_ptr(), tensor.nbytes)
+                writer.write_record(f"data/{key}", storage, tensor.nbytes)
                 state[name] = _TensorRef(_StorageRef(key, storage_class, tensor.numel()), tuple(tensor.shape))
-                del tensor
+                del tensor, storage
             payload = {"state_dict": state, "meta": meta() if callable(meta) else meta}
             buffer = _pickle(payload)
             writer.write_record("data.pkl", buffer, len(buffer))

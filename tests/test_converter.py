@@ -168,3 +168,11 @@ def test_conversion_needs_only_torch_and_numpy(tiny_ms_checkpoint, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x.pth").is_file()
+
+
+def test_a_checkpoint_without_crc_footer_gets_a_warning(tiny_ms_checkpoint, tmp_path):
+    result = run_cli(str(tiny_ms_checkpoint), "-o", str(tmp_path / "t.pth"))
+    assert result.returncode == 0
+    assert "has no CRC footer: a flipped bit inside tensor data cannot be detected" in result.stderr
+    meta = torch.load(tmp_path / "t.pth", weights_only=True)["meta"]
+    assert meta["warnings"] and "CRC" in meta["warnings"][0]
