@@ -693,6 +693,14 @@ class MergedCheckpoint:
         """Merged shape of every tensor, in the order the rank files list them."""
         return {name: entry.shape for name, entry in self._entries.items()}
 
+    def integrity_warnings(self) -> list[str]:
+        """Rank files that cannot prove their own integrity (saved without crc_check=True)."""
+        bare = [rank for rank, index in sorted(self._indexes.items()) if index.format == "ckpt" and not index.has_crc]
+        if not bare:
+            return []
+        return [f"{len(bare)} of {len(self._indexes)} rank files have no CRC footer: a flipped bit inside tensor "
+                "data cannot be detected there (MindSpore: save_checkpoint(..., crc_check=True))"]
+
     def dtypes(self) -> dict[str, str]:
         """MindSpore dtype name of every tensor (``BFloat16`` tensors read as uint16)."""
         return {name: entry.dtype for name, entry in self._entries.items()}

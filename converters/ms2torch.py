@@ -11,6 +11,7 @@ twin built for all four modalities, and writes:
 Examples:
   python converters/ms2torch.py work_dirs/pretrain/tiny/ringmoe-tiny-step200.ckpt -o ringmoe_tiny.pth
   python converters/ms2torch.py authors_giant.ckpt -o giant.pth --arch giant
+  python converters/ms2torch.py ckpt_dir/ --strategy strategy.ckpt -o merged.pth   # rank_*/ slices
 
 Exit codes: 0 converted; 1 --verify found a numeric difference above the tolerance; 2 bad input (missing or corrupt file, wrong architecture, a tensor
 that no rule explains, a tensor the model needs that the file lacks). Nothing is written then.
@@ -35,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("src", help="MindSpore .ckpt (or MindSpore-format safetensors) file")
+    parser.add_argument("src", help="MindSpore .ckpt (or MindSpore-format safetensors) file, or a directory of "
+                                    "per-rank slices rank_<r>/*.ckpt (with --strategy)")
+    parser.add_argument("--strategy", help="MindSpore parallel strategy file (protobuf or JSON) describing how "
+                                           "the per-rank slices in SRC cut each parameter; they are merged first")
     parser.add_argument("-o", "--out", required=True, help="output .pth path")
     parser.add_argument("--arch", choices=ARCH_CHOICES,
                         help="expected config; the architecture is read off the tensor shapes, and a "
@@ -68,7 +72,7 @@ def verify_conversion(args: argparse.Namespace, conversion) -> bool:
               "mapped or dropped with a reason, every parameter filled with the right shape)")
         return True
     tolerance = args.tolerance or verify.tolerance_for(conversion.meta["arch"])
-    reports = verify.verify(args.src, conversion.state_dict, conversion.meta)
+    reports = verify.verify(args.src, conversion.state_dict, conversion.meta, strategy=args.strategy)
     for report in reports:
         print(f"verify: {report.line()}")
     ok = verify.passed(reports, tolerance)
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        conversion = convert(args.src, args.arch, args.dtype)
+        conversion = convert(args.src, args.arch, args.dtype, args.strategy)
         if args.verify and not verify_conversion(args, conversion):
             print("ms2torch: verification failed: nothing written", file=sys.stderr)
             return 1

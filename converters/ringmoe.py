@@ -64,12 +64,19 @@ class CheckpointFile:
         self._handle.close()
 
 
-def open_source(src: str | Path) -> CheckpointFile:
+def open_source(src: str | Path, strategy: str | Path | None = None):
+    """A checkpoint file, or per-rank slices (``src/rank_*/``) merged with a strategy file."""
     src = Path(src)
     if not src.exists():
         raise ConversionError(f"{src}: no such file")
-    if not src.is_file():
-        raise ConversionError(f"{src} is a directory; pass a checkpoint file")
+    if src.is_dir():
+        if strategy is None:
+            raise ConversionError(f"{src} is a directory: per-rank checkpoints need --strategy FILE to merge")
+        from converters.merge import open_merged
+
+        return open_merged(src, Path(strategy))
+    if strategy is not None:
+        raise ConversionError(f"--strategy merges per-rank directories; {src} is a single file")
     return CheckpointFile(src)
 
 
@@ -264,9 +271,10 @@ def plan(source: CheckpointFile, arch_name: str | None = None, dtype: str = "fp3
     return Plan(source, arch, modalities, mapped, dropped, pretrain_meta, dtype)
 
 
-def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32") -> Conversion:
+def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32",
+            strategy: str | Path | None = None) -> Conversion:
     """Read, map, check and convert a RingMoE checkpoint into memory. Nothing is written."""
-    source = open_source(src)
+    source = open_source(src, strategy)
     try:
         checked = plan(source, arch_name, dtype)
         state_dict = dict(checked.tensors())

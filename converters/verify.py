@@ -45,15 +45,38 @@ def _mindspore_arch(meta: dict):
     )
 
 
-def _load_mindspore_encoder(src, meta: dict):
+def _mindspore_params(src, strategy) -> dict:
+    """Encoder parameters of the source, read by MindSpore itself for a file (an independent
+    reader), or through our merge for per-rank slices (MindSpore cannot merge on CPU)."""
+    import mindspore as ms
+
+    if strategy is None:
+        return {k[len("encoder."):]: v for k, v in ms.load_checkpoint(str(src)).items() if k.startswith("encoder.")}
+    from converters.ringmoe import open_source
+
+    source = open_source(src, strategy)
+    try:
+        return {name[len("encoder."):]: ms.Parameter(ms.Tensor(_as_float32(source, name)), name=name[len("encoder."):])
+                for name in source.shapes() if name.startswith("encoder.")}
+    finally:
+        source.close()
+
+
+def _as_float32(source, name: str) -> np.ndarray:
+    array = source.read(name)
+    if source.dtypes().get(name) == "BFloat16":  # raw 16-bit words: the top half of a float32
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array
+
+
+def _load_mindspore_encoder(src, meta: dict, strategy=None):
     import mindspore as ms
 
     from pretrain.models.ringmoe import RingMoEEncoder
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     encoder = RingMoEEncoder(_mindspore_arch(meta))
-    params = {k[len("encoder."):]: v for k, v in ms.load_checkpoint(str(src)).items() if k.startswith("encoder.")}
-    not_loaded, _ = ms.load_param_into_net(encoder, params)
+    not_loaded, _ = ms.load_param_into_net(encoder, _mindspore_params(src, strategy))
     if not_loaded:
         raise RuntimeError(f"the MindSpore model lacks {len(not_loaded)} parameters in {src}: {not_loaded[:3]}")
     encoder.set_train(False)
@@ -68,13 +91,14 @@ def _twin(state_dict: dict, meta: dict, modality: str):
     return twin.eval()
 
 
-def verify(src, state_dict: dict, meta: dict, seed: int = 0, batch: int = 1, tries: int = 3) -> list[ParityReport]:
+def verify(src, state_dict: dict, meta: dict, seed: int = 0, batch: int = 1, tries: int = 3,
+           strategy=None) -> list[ParityReport]:
     """Compare the MindSpore model of ``src`` with the twin holding ``state_dict``, per modality.
 
     A flipped near-tie changes every later feature, so features are compared on an input whose
     routing has no flip: up to ``tries`` fixed inputs per modality, keeping the first clean one.
     """
-    encoder = _load_mindspore_encoder(src, meta)
+    encoder = _load_mindspore_encoder(src, meta, strategy)
     size = meta["arch"]["img_size"]
     reports = []
     for index, modality in enumerate(meta["modalities"]):
