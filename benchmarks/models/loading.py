@@ -52,11 +52,23 @@ def _listing(keys, limit: int = 4) -> str:
 
 
 def read_converted(path: str | Path) -> tuple[dict, dict]:
-    """(state_dict, meta) of a converter output; loads with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
+    """(state_dict, meta) of a converter output: a .pth (loaded with weights_only=True), or a
+    .safetensors file, a model.safetensors.index.json or a directory holding one (also as
+    ``safetensors://PATH``)."""
+    from converters.util import ConversionError
+    from converters.writers import SCHEME, is_safetensors_checkpoint, read_safetensors_checkpoint
+
+    path = Path(str(path).removeprefix(SCHEME))
+    if not path.exists() or not (path.is_file() or is_safetensors_checkpoint(path)):
         raise CoverageError(f"pretrained checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if is_safetensors_checkpoint(path):
+        try:
+            state_dict, meta = read_safetensors_checkpoint(path)
+        except ConversionError as err:
+            raise CoverageError(str(err)) from None
+        payload = {"state_dict": state_dict, "meta": meta}
+    else:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     meta = payload.get("meta") or {}
     if meta.get("format") != CONVERTED_FORMAT or meta.get("architecture") != "ringmoe":
         raise CoverageError(f"{path} is not a converted RingMoE checkpoint (run converters/ms2torch.py)")
