@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.setdefault("name", Path(args.config).stem)
         arch = build_arch(cfg)
     except (ConfigError, KeyError, TypeError) as err:
-        print(f"train: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError quotes its text
+        print(f"train: error: {message}", file=sys.stderr)
         return 2
     if args.count_params:
         print(f"{cfg['name']}: {count_params(arch)}")
@@ -232,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg["train"]["device"] = args.device
     work_dir = Path(args.work_dir or cfg.get("work_dir") or f"work_dirs/pretrain/{cfg['name']}")
     setup_logging(work_dir)
-    (work_dir / "config.json").write_text(json.dumps(cfg, indent=1))
+    resolved = work_dir / "config.json"  # the resolved config, written whole or not at all
+    resolved.with_suffix(".json.tmp").write_text(json.dumps(cfg, indent=1))
+    resolved.with_suffix(".json.tmp").replace(resolved)
     try:
         final = train(cfg, work_dir, args.resume)
     except (ConfigError, FileNotFoundError, ValueError) as err:
