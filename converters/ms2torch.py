@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", help="JSON report path (default: OUT with suffix .report.json)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
                         help="floating-point type of the written tensors (default: fp32)")
+    parser.add_argument("--mindcv", metavar="FAMILY:VARIANT",
+                        help="SRC is a mindcv checkpoint instead of RingMoE: resnet:resnet50, vit:vit_b_32_224, "
+                             "swin:swin_tiny, ... -> the matching mmpretrain ImageClassifier's state dict")
     parser.add_argument("--verify", action="store_true",
                         help="before writing, run the MindSpore model and the converted PyTorch twin on "
                              "fixed inputs of every modality; print the relative error per stage and the "
@@ -82,6 +85,34 @@ def verify_conversion(args: argparse.Namespace, conversion) -> bool:
     return ok
 
 
+def convert_mindcv_cli(args: argparse.Namespace) -> int:
+    """mindcv ResNet / ViT / Swin -> mmpretrain, with the same coverage rules and atomic writes."""
+    import json
+
+    import torch
+
+    from converters.mindcv import convert_mindcv
+    from converters.util import ConversionError, atomic_write
+
+    family, _, variant = args.mindcv.partition(":")
+    try:
+        state_dict, report = convert_mindcv(args.src, family, variant)
+        meta = {"format": "ringmoe-bench/mindcv-v1", "family": family, "variant": variant,
+                "report": json.loads(json.dumps(report, default=str))}
+        out = Path(args.out)
+        report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
+        with atomic_write(out, "wb") as f:
+            torch.save({"state_dict": state_dict, "meta": meta}, f)
+        with atomic_write(report_path, "w") as f:
+            json.dump(meta["report"], f, indent=1)
+    except (ConversionError, OSError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"ms2torch: error: {message}", file=sys.stderr)
+        return 2
+    print(f"converted mindcv {family} {variant}: {len(state_dict)} tensors, 0 unexplained\nwrote {out}\nwrote {report_path}")
+    return 0
+
+
 def print_reduction_sizes(meta: dict) -> None:
     """Backbone parameters of the twin for one modality under each expert reduction (nothing allocated)."""
     import torch
@@ -105,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     from converters.util import ConversionError
 
     start = time.perf_counter()
+    if args.mindcv:
+        return convert_mindcv_cli(args)
     try:
         conversion = convert(args.src, args.arch, args.dtype, args.strategy)
         if args.verify and not verify_conversion(args, conversion):

@@ -18,6 +18,12 @@ from benchmarks.models.ringmoe import RingMoE
 FRAMEWORKS = ("mmseg", "mmdet", "mmpretrain")
 
 
+def _register_twins() -> None:
+    """Our other twins register themselves with mmpretrain on import (mindcv's ResNet stem)."""
+    if importlib.util.find_spec("mmpretrain") is not None:
+        importlib.import_module("benchmarks.models.mindcv_twins")
+
+
 def register_all() -> list[str]:
     """Register ``RingMoE`` in each installed framework's MODELS registry; return their names."""
     done = []
@@ -32,3 +38,4 @@ def register_all() -> list[str]:
 
 compat.apply_mmengine()
 REGISTERED = register_all()
+_register_twins()
