@@ -83,9 +83,13 @@ def build_target(family: str, variant: str | dict, num_classes: int | None = 100
     import benchmarks  # noqa: F401  torchvision shim before mmpretrain
     import benchmarks.models.mindcv_twins  # noqa: F401  registers MindCVResNet
     import mmpretrain.models  # noqa: F401  registers mmpretrain's modules
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    model = MODELS.build(target_config(family, variant, num_classes))
+    # A Runner of another framework (mmseg, mmdet) may have left its default scope set, and
+    # mmengine then looks up 'ImageClassifier' there: pin the scope while building.
+    with DefaultScope.overwrite_default_scope("mmpretrain"):
+        model = MODELS.build(target_config(family, variant, num_classes))
     return model.eval()
 
 

@@ -152,11 +152,13 @@ def test_training_extras_are_dropped_and_torch_only_buffers_declared(resnet):
 
 def test_plain_mmpretrain_resnet_misses_the_same_pooling(resnet):
     """Control: without the twin's "same" max-pool the logits are off by percents."""
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     cfg = copy.deepcopy(target_config("resnet", "resnet18"))
     cfg["backbone"]["type"] = "ResNet"
-    model = MODELS.build(cfg).eval()
+    with DefaultScope.overwrite_default_scope("mmpretrain"):  # another Runner may have set mmseg's
+        model = MODELS.build(cfg).eval()
     model.load_state_dict(resnet["state_dict"], strict=True)
     assert rel_err(torch_outputs(model, "resnet", resnet["x"])[1], resnet["logits"]) > 1e-2
 
@@ -216,16 +218,15 @@ def test_verifiers_reject_a_wrong_derived_tensor():
 
 def test_cli_converts_a_mindcv_checkpoint_into_an_mmpretrain_classifier(resnet, tmp_path):
     import torch
-    from mmpretrain.registry import MODELS
 
-    from converters.mindcv import target_config
+    from converters.mindcv import build_target
     from converters.ms2torch import main
 
     out = tmp_path / "r.pth"
     assert main([str(resnet["path"]), "-o", str(out), "--mindcv", f"resnet:{resnet['variant']}"]) == 0
     payload = torch.load(out, weights_only=True)
     assert payload["meta"]["family"] == "resnet" and (tmp_path / "r.report.json").is_file()
-    classifier = MODELS.build(target_config("resnet", resnet["variant"], num_classes=resnet["state_dict"]["head.fc.weight"].shape[0]))
+    classifier = build_target("resnet", resnet["variant"], resnet["state_dict"]["head.fc.weight"].shape[0])
     classifier.load_state_dict(payload["state_dict"], strict=True)
     assert main([str(resnet["path"]), "-o", str(tmp_path / "bad.pth"), "--mindcv", "resnet:vit_b_32_224"]) == 2
     assert not (tmp_path / "bad.pth").exists()
