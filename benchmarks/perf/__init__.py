@@ -1,0 +1,1 @@
+"""Performance scripts (they print numbers; they are not tests)."""

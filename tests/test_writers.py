@@ -1,0 +1,417 @@
+"""Streaming writers: .pth and (sharded) safetensors round trips, atomicity, spec checks, loading
+into the twin, the mmengine scheme, and the benchmark's RingMoE layout against the real model."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters.util import ConversionError
+from converters.writers import (
+    INDEX_NAME,
+    read_safetensors_checkpoint,
+    register_mmengine_loader,
+    write_plan,
+    write_pth,
+    write_safetensors,
+)
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+META = {"format": "test", "nested": {"list": [1, 2.5, "x"], "none": None}, "report": {"a": "b"}}
+
+
+def sample(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 8, generator=gen)
+    tensors = {
+        "layers.0.weight": torch.randn(4, 3, 5, generator=gen),
+        "layers.0.bias": torch.randn(7, generator=gen),
+        "scalar": torch.tensor(1.5),
+        "empty": torch.zeros(0, 3),
+        "row_view": base[2:4],  # a view with an offset into a larger storage
+        "column_view": base[:, 1],  # not contiguous
+        "big": torch.randn(64, 64, generator=gen),
+    }
+    out = {k: v.to(dtype) for k, v in tensors.items()}
+    out.update(steps=torch.arange(5, dtype=torch.int64), mask=torch.tensor([True, False, True]),
+               ids=torch.arange(3, dtype=torch.int32))
+    return out
+
+
+def specs_of(tensors: dict) -> dict:
+    return {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype, key
+        assert torch.equal(got[key], value), key
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pth_round_trip(tmp_path, dtype):
+    tensors = sample(dtype)
+    out = write_pth(iter(tensors.items()), META, tmp_path / "model.pth")
+    for mmap in (False, True):
+        payload = torch.load(out, map_location="cpu", weights_only=True, mmap=mmap)
+        assert set(payload) == {"state_dict", "meta"}
+        assert payload["meta"] == META
+        assert_same(payload["state_dict"], tensors)
+    assert leftovers(tmp_path) == ["model.pth"]
+
+
+def test_pth_meta_may_be_computed_after_the_tensors(tmp_path):
+    seen = []
+    tensors = sample(torch.float32)
+
+    def stream():
+        for item in tensors.items():
+            seen.append(item[0])
+            yield item
+
+    def meta():
+        assert seen == list(tensors)  # called once every tensor is written
+        return META
+
+    out = write_pth(stream(), meta, tmp_path / "late.pth")
+    assert torch.load(out, weights_only=True)["meta"] == META
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_safetensors_single_file_round_trip(tmp_path, dtype):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = sample(dtype)
+    files = write_safetensors(iter(tensors.items()), specs_of(tensors), META, tmp_path / "model.safetensors")
+    assert files == [tmp_path / "model.safetensors"]
+    loaded = load_file(files[0])
+    assert set(loaded) == set(tensors) and all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    with safe_open(str(files[0]), framework="pt") as f:
+        metadata = f.metadata()
+    assert metadata["format"] == "pt" and json.loads(metadata["ringmoe_meta"]) == META
+    state_dict, meta = read_safetensors_checkpoint(files[0])
+    assert meta == META
+    assert_same(state_dict, tensors)  # and in the order they were written
+    with open(files[0], "rb") as f:
+        assert (8 + int.from_bytes(f.read(8), "little")) % 8 == 0  # data starts 8-byte aligned
+    assert leftovers(tmp_path) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_safetensors_sharded_round_trip_and_index(tmp_path, dtype):
+    from safetensors.torch import load_file
+
+    tensors = sample(dtype)
+    limit = 64 * 64 * 2  # "big" (64x64) alone overflows it at 4 bytes per element
+    out = tmp_path / "ckpt"
+    files = write_safetensors(iter(tensors.items()), specs_of(tensors), META, out, max_shard_bytes=limit)
+    shards = files[:-1]
+    count = len(shards)
+    assert count > 1 and files[-1] == out / INDEX_NAME
+    assert [p.name for p in shards] == [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+    assert leftovers(out) == sorted(p.name for p in files)
+
+    index = json.loads((out / INDEX_NAME).read_text())
+    assert index["metadata"]["total_size"] == sum(v.numel() * v.element_size() for v in tensors.values())
+    assert json.loads(index["metadata"]["ringmoe_meta"]) == META
+    assert list(index["weight_map"]) == list(tensors)
+    assert set(index["weight_map"].values()) == {p.name for p in shards}
+    for shard in shards:
+        part = load_file(shard)
+        assert set(part) == {k for k, f in index["weight_map"].items() if f == shard.name}
+        size = sum(v.numel() * v.element_size() for v in part.values())
+        assert size <= limit or len(part) == 1  # a tensor above the limit gets a shard of its own
+        assert all(torch.equal(v, tensors[k]) for k, v in part.items())
+
+    for path in (out, out / INDEX_NAME):
+        state_dict, meta = read_safetensors_checkpoint(path)
+        assert meta == META
+        assert_same(state_dict, tensors)
+    assert leftovers(tmp_path) == ["ckpt"]
+
+
+def test_output_replaces_an_earlier_one_of_the_other_kind(tmp_path):
+    tensors = sample(torch.float32)
+    out = tmp_path / "out"
+    write_safetensors(iter(tensors.items()), specs_of(tensors), {"n": 1}, out)  # a file
+    write_safetensors(iter(tensors.items()), specs_of(tensors), {"n": 2}, out, max_shard_bytes=1)
+    assert out.is_dir() and read_safetensors_checkpoint(out)[1] == {"n": 2}
+    write_safetensors(iter(tensors.items()), specs_of(tensors), {"n": 3}, out)
+    assert out.is_file() and read_safetensors_checkpoint(out)[1] == {"n": 3}
+    assert leftovers(tmp_path) == ["out"]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def failing_stream(tensors: dict, after: int):
+    for i, item in enumerate(tensors.items()):
+        if i == after:
+            raise RuntimeError("source broke mid-stream")
+        yield item
+
+
+@pytest.mark.parametrize("kind", ["pth", "single", "sharded"])
+def test_an_exception_mid_stream_leaves_nothing(tmp_path, kind):
+    tensors = sample(torch.float16)
+    out = tmp_path / ("model.pth" if kind == "pth" else "model.safetensors")
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        if kind == "pth":
+            write_pth(failing_stream(tensors, 5), META, out)
+        else:
+            write_safetensors(failing_stream(tensors, 5), specs_of(tensors), META, out,
+                              max_shard_bytes=1 if kind == "sharded" else 2**30)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_write_keeps_the_previous_output(tmp_path):
+    tensors = sample(torch.float32)
+    out = tmp_path / "ckpt"
+    write_safetensors(iter(tensors.items()), specs_of(tensors), {"n": 1}, out, max_shard_bytes=1)
+    with pytest.raises(RuntimeError):
+        write_safetensors(failing_stream(tensors, 3), specs_of(tensors), {"n": 2}, out, max_shard_bytes=1)
+    assert read_safetensors_checkpoint(out)[1] == {"n": 1}
+    assert leftovers(tmp_path) == ["ckpt"]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("shape", "announced"),
+    ("dtype", "announced"),
+    ("order", "expected"),
+    ("missing", "stream ended after"),
+    ("extra", "more tensors than"),
+])
+@pytest.mark.parametrize("shard", [2**30, 1])
+def test_spec_mismatch_is_an_error_and_writes_nothing(tmp_path, problem, message, shard):
+    tensors = sample(torch.float32)
+    specs = specs_of(tensors)
+    items = list(tensors.items())
+    if problem == "shape":
+        items[1] = (items[1][0], torch.zeros(8))
+    elif problem == "dtype":
+        items[1] = (items[1][0], items[1][1].half())
+    elif problem == "order":
+        items[0], items[1] = items[1], items[0]
+    elif problem == "missing":
+        items = items[:-1]
+    else:
+        items.append(("surplus", torch.zeros(1)))
+    with pytest.raises(ConversionError, match=message):
+        write_safetensors(iter(items), specs, META, tmp_path / "x.safetensors", max_shard_bytes=shard)
+    assert leftovers(tmp_path) == []
+
+
+def test_bad_specs_and_unsupported_dtypes(tmp_path):
+    with pytest.raises(ConversionError, match="not supported"):
+        write_safetensors(iter([]), {"c": ((2,), torch.complex64)}, {}, tmp_path / "c.safetensors")
+    with pytest.raises(ConversionError, match="spec"):
+        write_safetensors(iter([]), {"c": "bad"}, {}, tmp_path / "c.safetensors")
+    with pytest.raises(ConversionError, match="not supported"):
+        write_pth(iter([("c", torch.zeros(2, dtype=torch.complex64))]), {}, tmp_path / "c.pth")
+    with pytest.raises(ConversionError, match="twice"):
+        write_pth(iter([("a", torch.zeros(2)), ("a", torch.zeros(2))]), {}, tmp_path / "c.pth")
+    assert leftovers(tmp_path) == []
+
+
+def test_reading_bad_inputs_fails_in_one_line(tmp_path):
+    with pytest.raises(ConversionError, match="no such file"):
+        read_safetensors_checkpoint(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00notjs")
+    with pytest.raises(ConversionError, match="not a safetensors file"):
+        read_safetensors_checkpoint(tmp_path / "junk.safetensors")
+    tensors = sample(torch.float32)
+    out = tmp_path / "sharded"
+    files = write_safetensors(iter(tensors.items()), specs_of(tensors), META, out, max_shard_bytes=1)
+    files[0].unlink()
+    with pytest.raises(ConversionError, match="missing"):
+        read_safetensors_checkpoint(out)
+
+
+# --------------------------------------------------------------------------- the converter's outputs
+
+
+@pytest.fixture(scope="module")
+def tiny_outputs(tiny_ms_checkpoint, tmp_path_factory):
+    from converters.ringmoe import open_source, plan
+
+    root = tmp_path_factory.mktemp("writers")
+    outputs = {}
+    for name, fmt, shard in (("single", "safetensors", 2**30), ("sharded", "safetensors", 8 * 2**20),
+                             ("pth", "pth", None)):
+        source = open_source(tiny_ms_checkpoint)
+        try:
+            checked = plan(source, "tiny")
+            target = root / ("tiny.pth" if fmt == "pth" else f"tiny-{name}.safetensors")
+            files = write_plan(checked, target, fmt, shard) if shard else write_plan(checked, target, fmt)
+        finally:
+            source.close()
+        outputs[name] = target
+        if name == "sharded":
+            assert len(files) > 2
+    return outputs
+
+
+def test_plan_outputs_equal_the_in_memory_conversion(tiny_outputs, tiny_converted):
+    from benchmarks.models.loading import read_converted
+
+    want_sd, want_meta = read_converted(tiny_converted)
+    for name, path in tiny_outputs.items():
+        state_dict, meta = read_converted(path)
+        assert meta == want_meta, name
+        assert list(state_dict) == list(want_sd), name
+        assert all(torch.equal(state_dict[k], v) for k, v in want_sd.items()), name
+
+
+def test_safetensors_outputs_load_into_the_twin(tiny_outputs, tiny_converted):
+    from benchmarks.models.loading import CoverageError, load_pretrained, read_converted
+    from benchmarks.models.ringmoe import RingMoE
+
+    reference = RingMoE(modality="sar_l1")
+    want = load_pretrained(reference, tiny_converted).to_dict()
+    for path in (tiny_outputs["single"], tiny_outputs["sharded"], tiny_outputs["sharded"] / INDEX_NAME,
+                 f"safetensors://{tiny_outputs['single']}"):
+        twin = RingMoE(modality="sar_l1")
+        assert load_pretrained(twin, path).to_dict() == want
+        got = twin.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in reference.state_dict().items())
+    with pytest.raises(CoverageError, match="does not exist"):
+        read_converted(tiny_outputs["single"].with_name("absent.safetensors"))
+
+
+def test_safetensors_without_converter_meta_is_refused(tmp_path):
+    from benchmarks.models.loading import CoverageError, read_converted
+
+    path = tmp_path / "other.safetensors"
+    write_safetensors(iter([("w", torch.zeros(2))]), {"w": ((2,), torch.float32)}, {"format": "else"}, path)
+    with pytest.raises(CoverageError, match="not a converted RingMoE checkpoint"):
+        read_converted(path)
+
+
+def test_mmengine_scheme(tiny_outputs):
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+    register_mmengine_loader()
+    register_mmengine_loader()  # idempotent
+    for path in (tiny_outputs["single"], tiny_outputs["sharded"]):
+        checkpoint = _load_checkpoint(f"safetensors://{path}", map_location="cpu")
+        assert set(checkpoint) == {"state_dict", "meta"}
+        assert checkpoint["meta"]["architecture"] == "ringmoe"
+        assert "norm.weight" in checkpoint["state_dict"]
+    assert CheckpointLoader._get_checkpoint_loader("safetensors:///x").__name__ == "load_from_safetensors"
+
+
+# --------------------------------------------------------------------------- the benchmark's layout
+
+
+def test_layout_matches_the_mindspore_model(tiny_simmim, tiny_ms_checkpoint):
+    from benchmarks.perf.convert_perf import ringmoe_layout
+    from converters.ckpt_io import scan_checkpoint
+
+    layout = ringmoe_layout(tiny_simmim.arch)
+    real = [(p.name, tuple(p.shape), str(p.dtype)) for p in tiny_simmim.get_parameters()]
+    assert [(n, s, d) for n, s, d in layout] == real
+    index = scan_checkpoint(tiny_ms_checkpoint)
+    assert [(n, s, d) for n, s, d in layout] == [(r.name, r.shape, r.dtype) for r in index.values()][:len(layout)]
+
+
+def test_generated_checkpoint_reads_like_a_real_one(tmp_path, monkeypatch):
+    """Small config, records cut at 4 KiB: our reader, MindSpore and the converter all accept it."""
+    import mindspore as ms
+
+    from benchmarks.perf import convert_perf
+    from converters.ckpt_io import iter_tensors
+    from converters.ringmoe import open_source, plan
+    from pretrain.models.arch import get_arch
+
+    monkeypatch.setattr(convert_perf, "MS_CUT", 4096)
+    arch = get_arch("tiny").replace(depths=(2, 2), num_heads=(1, 2), img_size=96)
+    path = convert_perf.write_fake_checkpoint(tmp_path / "fake.ckpt", arch, "small")
+    layout = convert_perf.ringmoe_layout(arch)
+    ours = dict(iter_tensors(path))
+    assert list(ours) == [n for n, _, _ in layout] + ["ringmoe_meta", "step_num"]
+    assert all(ours[n].shape == s for n, s, _ in layout)
+    assert json.loads(str(ours["ringmoe_meta"]))["config"] == "small"
+    theirs = ms.load_checkpoint(str(path))
+    for name, _, _ in layout:
+        assert np.array_equal(theirs[name].asnumpy(), ours[name]), name
+    source = open_source(path)
+    try:
+        checked = plan(source)
+        assert checked.arch["depths"] == [2, 2] and checked.pretrain_meta["config"] == "small"
+    finally:
+        source.close()
+    assert os.path.getsize(path) > convert_perf.layout_bytes(arch)
+
+
+# --------------------------------------------------------------------------- write paths
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_direct_and_buffered_io_with_and_without_prefetch(tmp_path, monkeypatch, direct, prefetch):
+    from converters import writers
+
+    monkeypatch.setattr(writers, "_DIRECT_IO", direct)
+    monkeypatch.setattr(writers, "_STAGE", 8192)  # many staging flushes, and a padded tail
+    tensors = sample(torch.bfloat16)
+    single = write_safetensors(iter(tensors.items()), specs_of(tensors), META, tmp_path / "a.safetensors",
+                               prefetch=prefetch)[0]
+    assert_same(read_safetensors_checkpoint(single)[0], tensors)
+    sharded = write_safetensors(iter(tensors.items()), specs_of(tensors), META, tmp_path / "b",
+                                max_shard_bytes=4096, prefetch=prefetch)
+    assert_same(read_safetensors_checkpoint(sharded[-1])[0], tensors)
+    pth = write_pth(iter(tensors.items()), META, tmp_path / "c.pth", prefetch=prefetch)
+    assert_same(torch.load(pth, weights_only=True)["state_dict"], tensors)
+
+
+@pytest.mark.parametrize("reserve", [None, 0])
+def test_metadata_resolved_after_the_data(tmp_path, monkeypatch, reserve):
+    """A callable (or future) meta: header room is reserved, or the file is rewritten if it overflows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safetensors.torch import load_file
+
+    from converters import writers
+    from converters.ckpt_io import scan_checkpoint
+
+    if reserve is not None:
+        monkeypatch.setattr(writers, "_meta_reserve", lambda count: reserve)
+    tensors = sample(torch.float16)
+    out = write_safetensors(iter(tensors.items()), specs_of(tensors), lambda: META, tmp_path / "late.safetensors")[0]
+    state_dict, meta = read_safetensors_checkpoint(out)
+    assert meta == META
+    assert_same(state_dict, tensors)
+    loaded = load_file(out)  # the reference reader accepts the space-padded header
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    assert set(scan_checkpoint(out)) == set(tensors)  # and so does our MindSpore-side reader
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(lambda: META)
+        write_safetensors(iter(tensors.items()), specs_of(tensors), future, tmp_path / "future.safetensors")
+    assert read_safetensors_checkpoint(tmp_path / "future.safetensors")[1] == META
+    assert sorted(leftovers(tmp_path)) == ["future.safetensors", "late.safetensors"]
+
+
+def test_a_failing_meta_leaves_nothing(tmp_path):
+    def broken():
+        raise RuntimeError("hashing failed")
+
+    tensors = sample(torch.float32)
+    for out, kwargs in ((tmp_path / "a.safetensors", {}), (tmp_path / "b", {"max_shard_bytes": 1})):
+        with pytest.raises(RuntimeError, match="hashing failed"):
+            write_safetensors(iter(tensors.items()), specs_of(tensors), broken, out, **kwargs)
+    with pytest.raises(RuntimeError, match="hashing failed"):
+        write_pth(iter(tensors.items()), broken, tmp_path / "c.pth")
+    assert leftovers(tmp_path) == []
