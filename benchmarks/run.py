@@ -240,6 +240,16 @@ def _recorder(work_dir: Path, checkpoint: str | None):
     return Recorder()
 
 
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file; for a directory of shards, of its files' names and hashes."""
+    from benchmarks import results
+
+    if path.is_file():
+        return results.sha256_file(path)
+    listing = "".join(f"{p.name} {results.sha256_file(p)}\n" for p in sorted(path.iterdir()) if p.is_file())
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def _number(value) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value  # strict JSON has no NaN
@@ -252,7 +262,7 @@ def _run(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else REPO / spec.config
     if not config.is_file():
         raise BadInput(f"config {config} does not exist")
-    if args.checkpoint and args.checkpoint != "none" and not Path(args.checkpoint).is_file():
+    if args.checkpoint and args.checkpoint != "none" and not Path(args.checkpoint).exists():
         raise BadInput(f"checkpoint {args.checkpoint} does not exist")
     if args.data_root and not Path(args.data_root).is_dir():
         raise BadInput(f"data root {args.data_root} is not a directory")
@@ -299,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # Identity of the run: the resolved config (before the resume switch), weights and seed.
     cfg_hash = results.config_hash(cfg.pretty_text)
-    ckpt_sha = results.sha256_file(checkpoint) if checkpoint else ""
+    ckpt_sha = checkpoint_sha256(Path(checkpoint)) if checkpoint else ""
     run_id = hashlib.sha256(f"{args.task}|{cfg_hash}|{ckpt_sha}|{seed}".encode()).hexdigest()[:16]
     if args.resume and results.has_row(args.results, run_id):
         print(f"run: {run_id} is already in {args.results}: skipped (finished identical run)")

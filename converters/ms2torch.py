@@ -6,12 +6,15 @@ by the rules in converters/rules/ringmoe.py, checks the result strictly against 
 twin built for all four modalities, and writes:
 
   OUT.pth          {'state_dict': ..., 'meta': ...}; loads with torch.load(weights_only=True)
+  OUT.safetensors  with --format safetensors (a directory of shards above --shard-size);
+                   OpenMMLab loads it as safetensors://OUT, our configs by its path
   OUT.report.json  every source tensor -> its target key and transform, or its drop reason
 
 Examples:
   python converters/ms2torch.py work_dirs/pretrain/tiny/ringmoe-tiny-step200.ckpt -o ringmoe_tiny.pth
   python converters/ms2torch.py authors_giant.ckpt -o giant.pth --arch giant
   python converters/ms2torch.py ckpt_dir/ --strategy strategy.ckpt -o merged.pth   # rank_*/ slices
+  python converters/ms2torch.py giant.ckpt -o giant.safetensors --format safetensors  # 59 GB, bounded memory
 
 Exit codes: 0 converted; 1 --verify found a numeric difference above the tolerance; 2 bad input (missing or corrupt file, wrong architecture, a tensor
 that no rule explains, a tensor the model needs that the file lacks). Nothing is written then.
@@ -47,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", help="JSON report path (default: OUT with suffix .report.json)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
                         help="floating-point type of the written tensors (default: fp32)")
+    parser.add_argument("--format", choices=("pth", "safetensors"), default="pth",
+                        help="pth: an mmengine checkpoint; safetensors: streamed with almost no memory, sharded "
+                             "above --shard-size into OUT/ with model.safetensors.index.json (default: pth)")
+    parser.add_argument("--shard-size", type=parse_size, default="5GiB",
+                        help="largest safetensors shard, e.g. 5GiB or 500MB (default: 5GiB)")
     parser.add_argument("--mindcv", metavar="FAMILY:VARIANT",
                         help="SRC is a mindcv checkpoint instead of RingMoE: resnet:resnet50, vit:vit_b_32_224, "
                              "swin:swin_tiny, ... -> the matching mmpretrain ImageClassifier's state dict")
@@ -66,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def verify_conversion(args: argparse.Namespace, conversion) -> bool:
+def verify_conversion(args: argparse.Namespace, state_dict: dict, meta: dict) -> bool:
     """The numeric check of --verify; True when it passed (or could not run: MindSpore absent)."""
     from converters import verify
 
@@ -74,8 +82,8 @@ def verify_conversion(args: argparse.Namespace, conversion) -> bool:
         print("verify: MindSpore is not installed: only the structural checks ran (every source tensor "
               "mapped or dropped with a reason, every parameter filled with the right shape)")
         return True
-    tolerance = args.tolerance or verify.tolerance_for(conversion.meta["arch"])
-    reports = verify.verify(args.src, conversion.state_dict, conversion.meta, strategy=args.strategy)
+    tolerance = args.tolerance or verify.tolerance_for(meta["arch"])
+    reports = verify.verify(args.src, state_dict, meta, strategy=args.strategy)
     for report in reports:
         print(f"verify: {report.line()}")
     ok = verify.passed(reports, tolerance)
@@ -129,40 +137,96 @@ def print_reduction_sizes(meta: dict) -> None:
     print(f"backbone parameters for one modality ({modality}), by moe_reduction: {', '.join(sizes)}")
 
 
+def parse_size(text: str) -> int:
+    """'5GiB', '500MB', '1048576' -> bytes."""
+    import re
+
+    units = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?)?B?\s*", text.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 5GiB or 500MB)")
+    return int(float(match[1]) * units[match[2] or ""])
+
+
+def write_outputs(args: argparse.Namespace, checked) -> tuple[list[Path], dict]:
+    """Stream the checked plan to the output; hold it in memory only when --verify or
+    --routing-stats need the whole state dict (then check first, write after)."""
+    from converters.writers import write_plan, write_pth, write_safetensors
+
+    if not (args.verify or args.routing_stats):
+        return write_plan(checked, args.out, args.format, args.shard_size)
+    state_dict = dict(checked.tensors())
+    meta = checked.meta()
+    if args.verify and not verify_conversion(args, state_dict, meta):
+        raise VerificationFailed
+    if args.routing_stats:
+        from converters.routing_stats import collect_routing_stats
+
+        root = None if args.routing_stats == "generated" else args.routing_stats
+        meta["routing_stats"] = collect_routing_stats(state_dict, meta, root, args.calibration_images)
+    if args.format == "pth":
+        return [write_pth(state_dict.items(), meta, args.out)], meta
+    specs = {k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}
+    return write_safetensors(state_dict.items(), specs, meta, args.out, args.shard_size), meta
+
+
+class VerificationFailed(Exception):
+    """--verify found a difference above the tolerance."""
+
+
+def write_report(args: argparse.Namespace, outputs: list[Path], meta: dict) -> Path:
+    import json
+
+    from converters.util import atomic_write
+
+    out = Path(args.out)
+    path = Path(args.report) if args.report else out.with_name(out.name.split(".")[0] + ".report.json")
+    report = {"meta": {k: v for k, v in meta.items() if k != "report"}, **meta["report"]}
+    try:
+        with atomic_write(path, "w") as f:
+            json.dump(report, f, indent=1)
+    except BaseException:
+        for output in outputs:  # never leave a checkpoint without its report
+            output.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from converters.ckpt_io import CheckpointError
-    from converters.ringmoe import convert, save
+    from converters.ringmoe import open_source, plan
     from converters.util import ConversionError
 
     start = time.perf_counter()
     if args.mindcv:
         return convert_mindcv_cli(args)
     try:
-        conversion = convert(args.src, args.arch, args.dtype, args.strategy)
-        if args.verify and not verify_conversion(args, conversion):
-            print("ms2torch: verification failed: nothing written", file=sys.stderr)
-            return 1
-        if args.routing_stats:
-            from converters.routing_stats import collect_routing_stats
-
-            root = None if args.routing_stats == "generated" else args.routing_stats
-            conversion.meta["routing_stats"] = collect_routing_stats(
-                conversion.state_dict, conversion.meta, root, args.calibration_images)
-        out, report = save(conversion, args.out, args.report)
+        source = open_source(args.src, args.strategy)
+        try:
+            checked = plan(source, args.arch, args.dtype)
+            outputs, meta = write_outputs(args, checked)
+        finally:
+            source.close()
+        report = write_report(args, outputs, meta)
+    except VerificationFailed:
+        print("ms2torch: verification failed: nothing written", file=sys.stderr)
+        return 1
     except (ConversionError, CheckpointError, OSError) as err:
         print(f"ms2torch: error: {err}", file=sys.stderr)
         return 2
-    cov = conversion.meta["coverage"]
-    arch = conversion.meta["arch"]
+    cov = meta["coverage"]
+    arch = meta["arch"]
     print(f"converted {cov['source_tensors']} tensors: {cov['mapped']} mapped, {cov['dropped']} dropped "
           f"with reasons, 0 unexplained ({time.perf_counter() - start:.1f}s)")
     print(f"architecture: embed_dim={arch['embed_dim']} depths={arch['depths']} heads={arch['num_heads']} "
-          f"modalities={[m['name'] for m in conversion.meta['modalities']]}")
-    print_reduction_sizes(conversion.meta)
-    for warning in conversion.meta["warnings"]:
+          f"modalities={[m['name'] for m in meta['modalities']]}")
+    print_reduction_sizes(meta)
+    for warning in meta["warnings"]:
         print(f"ms2torch: warning: {warning}", file=sys.stderr)
-    print(f"wrote {out}\nwrote {report}")
+    for output in outputs:
+        print(f"wrote {output}")
+    print(f"wrote {report}")
     return 0
 
 

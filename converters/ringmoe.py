@@ -50,6 +50,10 @@ class CheckpointFile:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(record.shape) for name, record in self.index.items()}
 
+    def dtypes(self) -> dict[str, str]:
+        """MindSpore dtype names (``Float32``, ``BFloat16``, ``Int64``, ...) by tensor name."""
+        return {name: record.dtype for name, record in self.index.items()}
+
     def integrity_warnings(self) -> list[str]:
         """What this file cannot prove about itself (a .ckpt saved without crc_check=True)."""
         if self.index.format == "ckpt" and not self.index.has_crc:
@@ -224,10 +228,13 @@ class Plan:
 
         target_dtype = getattr(torch, DTYPES[self.dtype])
         position = {name: i for i, name in enumerate(self.source.shapes())}
+        source_dtypes = self.source.dtypes()
         items = sorted(self.mapped.items(), key=lambda kv: position[kv[0]])
         for source, (target, how) in tqdm(items, desc="converting", unit="tensor",
                                           disable=not sys.stderr.isatty()):
             tensor = torch.from_numpy(np.ascontiguousarray(rules.TRANSFORMS[how](self.source.read(source))))
+            if source_dtypes[source] == "BFloat16":  # the reader returns bf16 as raw 16-bit words
+                tensor = tensor.view(torch.bfloat16)
             yield target, tensor.to(target_dtype) if tensor.is_floating_point() else tensor
 
     def report(self) -> dict:
@@ -256,6 +263,7 @@ class Plan:
             "coverage": {"mapped": len(self.mapped), "dropped": len(self.dropped),
                          "source_tensors": len(self.mapped) + len(self.dropped)},
             "report": self.report(),
+            "warnings": self.source.integrity_warnings(),
         }
 
 
@@ -279,7 +287,6 @@ def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32",
         checked = plan(source, arch_name, dtype)
         state_dict = dict(checked.tensors())
         meta = checked.meta()
-        meta["warnings"] = source.integrity_warnings()
     finally:
         source.close()
     return Conversion(state_dict, meta, meta["report"])

@@ -630,29 +630,19 @@ def plan_specs(plan) -> dict[str, Spec]:
 
     target_dtype = getattr(torch, ringmoe.DTYPES[plan.dtype])
     shapes = plan.source.shapes()
-    index = getattr(plan.source, "index", None)
+    source_dtypes = plan.source.dtypes()
     position = {name: i for i, name in enumerate(shapes)}
     specs: dict[str, Spec] = {}
     for source, (target, how) in sorted(plan.mapped.items(), key=lambda kv: position[kv[0]]):
         dtype = target_dtype
-        record = index.get(source) if index is not None else None
-        if record is not None and not record.dtype.startswith(("Float", "BFloat")):
-            dtype = _SOURCE_INTEGER_DTYPES.get(record.dtype, target_dtype)
+        if not source_dtypes[source].startswith(("Float", "BFloat")):
+            dtype = _SOURCE_INTEGER_DTYPES.get(source_dtypes[source], target_dtype)
         specs[target] = (ringmoe._transformed_shape(tuple(shapes[source]), how), dtype)
     return specs
 
 
 _SOURCE_INTEGER_DTYPES = {"Int64": torch.int64, "Int32": torch.int32, "Int16": torch.int16,
                           "Int8": torch.int8, "UInt8": torch.uint8, "Bool": torch.bool}
-
-
-def _plan_meta(plan) -> dict:
-    """``Plan.meta()`` plus the source's integrity warnings, as ``converters.ringmoe.convert`` adds."""
-    meta = plan.meta()
-    warnings = getattr(plan.source, "integrity_warnings", None)
-    if warnings is not None:
-        meta["warnings"] = warnings()
-    return meta
 
 
 class _Background:
@@ -678,19 +668,21 @@ class _Background:
 
 
 def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-               prefetch: bool = True) -> list[Path]:
+               prefetch: bool = True) -> tuple[list[Path], dict]:
     """Stream a checked ``converters.ringmoe.Plan`` into ``out`` as ``"safetensors"`` or ``"pth"``.
 
     ``Plan.meta()`` (which hashes the source files) runs in a background thread while the
-    tensors stream; both writers take the metadata last.
+    tensors stream; both writers take the metadata last. Returns (written files, that meta).
     """
     if fmt not in ("safetensors", "pth"):
         raise ConversionError(f"unknown output format {fmt!r}; choose 'safetensors' or 'pth'")
     specs = plan_specs(plan) if fmt == "safetensors" else None
-    meta = _Background(lambda: _plan_meta(plan))  # a daemon thread: an error below does not wait for it
+    meta = _Background(plan.meta)  # a daemon thread: an error below does not wait for it
     if fmt == "safetensors":
-        return write_safetensors(plan.tensors(), specs, meta, out, max_shard_bytes, prefetch)
-    return [write_pth(plan.tensors(), meta, out, prefetch)]
+        files = write_safetensors(plan.tensors(), specs, meta, out, max_shard_bytes, prefetch)
+    else:
+        files = [write_pth(plan.tensors(), meta, out, prefetch)]
+    return files, meta.result()
 
 
 # --------------------------------------------------------------------------- reading

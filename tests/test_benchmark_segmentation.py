@@ -70,6 +70,19 @@ def test_resume_continues_an_interrupted_run(seg_run, capsys):
     assert len(rows) == 2 and rows[0]["run_id"] != rows[1]["run_id"]
 
 
+def test_a_sharded_safetensors_checkpoint_runs(tiny_ms_checkpoint, tmp_path):
+    from converters.ms2torch import main as convert
+
+    shards = tmp_path / "tiny.safetensors"
+    assert convert([str(tiny_ms_checkpoint), "-o", str(shards), "--format", "safetensors", "--shard-size", "30MB"]) == 0
+    assert shards.is_dir()
+    args = ["--task", "segmentation", "--checkpoint", str(shards), "--work-dir", str(tmp_path / "wd"),
+            "--results", str(tmp_path / "r.csv"), *SHORT]
+    assert main(args) == 0
+    (row,) = results.read_rows(tmp_path / "r.csv")
+    assert row["checkpoint"] == str(shards) and len(row["checkpoint_sha256"]) == 64
+
+
 def test_checkpoint_that_does_not_fit_is_a_coverage_error(seg_run, capsys):
     results_csv = seg_run["root"] / "mismatch.csv"
     rc = main(["--task", "segmentation", "--checkpoint", str(seg_run["checkpoint"]),

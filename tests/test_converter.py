@@ -176,3 +176,45 @@ def test_a_checkpoint_without_crc_footer_gets_a_warning(tiny_ms_checkpoint, tmp_
     assert "has no CRC footer: a flipped bit inside tensor data cannot be detected" in result.stderr
     meta = torch.load(tmp_path / "t.pth", weights_only=True)["meta"]
     assert meta["warnings"] and "CRC" in meta["warnings"][0]
+
+
+def test_bf16_checkpoints_convert_to_their_values(tiny_ms_checkpoint, tmp_path):
+    """bf16 arrives as raw 16-bit words: it must become bf16 values, never integers."""
+    import mindspore as ms
+
+    from converters.ckpt_io import read_tensor
+
+    index = scan_checkpoint(tiny_ms_checkpoint)
+    items = []
+    for name, record in index.items():
+        value = read_tensor(tiny_ms_checkpoint, record)
+        if record.dtype == "Float32":
+            items.append({"name": name, "data": ms.Tensor(value, ms.bfloat16)})
+        elif name != "ringmoe_meta":
+            items.append({"name": name, "data": ms.Tensor(value)})
+    bf16 = tmp_path / "bf16.ckpt"
+    ms.save_checkpoint(items, str(bf16))
+    converted = convert(bf16, "tiny").state_dict
+    reference = convert(tiny_ms_checkpoint, "tiny").state_dict
+    for key in ("layers.1.blocks.0.ffn.cross_experts.fc1.weight", "norm.weight", "patch_embed.msi.proj.weight"):
+        assert converted[key].dtype == torch.float32
+        assert torch.equal(converted[key], reference[key].to(torch.bfloat16).float())
+
+
+def test_cli_writes_sharded_safetensors_that_the_twin_loads(tiny_ms_checkpoint, tmp_path):
+    from benchmarks.models.loading import load_pretrained
+    from benchmarks.models.ringmoe import RingMoE
+    from converters.ms2torch import main
+
+    out = tmp_path / "tiny.safetensors"
+    assert main([str(tiny_ms_checkpoint), "-o", str(out), "--format", "safetensors", "--shard-size", "20MB",
+                 "--dtype", "bf16"]) == 0
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in out.iterdir() if p.suffix == ".safetensors")
+    assert len(shards) > 1 and set(index["weight_map"].values()) == set(shards)
+    assert (tmp_path / "tiny.report.json").is_file()
+    twin = RingMoE(modality="optical")
+    report = load_pretrained(twin, out)
+    assert not report.new.keys() - {k for k in twin.state_dict() if k.startswith("out_norms.")}
+    whole = convert(tiny_ms_checkpoint).state_dict
+    assert torch.equal(twin.layers[2].blocks[1].attn.q.weight.data, whole["layers.2.blocks.1.attn.q.weight"].to(torch.bfloat16).float())

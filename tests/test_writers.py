@@ -255,7 +255,7 @@ def tiny_outputs(tiny_ms_checkpoint, tmp_path_factory):
         try:
             checked = plan(source, "tiny")
             target = root / ("tiny.pth" if fmt == "pth" else f"tiny-{name}.safetensors")
-            files = write_plan(checked, target, fmt, shard) if shard else write_plan(checked, target, fmt)
+            files, _ = write_plan(checked, target, fmt, shard) if shard else write_plan(checked, target, fmt)
         finally:
             source.close()
         outputs[name] = target

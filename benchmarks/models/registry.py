@@ -38,4 +38,8 @@ def register_all() -> list[str]:
 
 compat.apply_mmengine()
 REGISTERED = register_all()
+if importlib.util.find_spec("mmengine") is not None:
+    from converters.writers import register_mmengine_loader
+
+    register_mmengine_loader()  # load_from='safetensors://converted_dir' in any OpenMMLab config
 _register_twins()
