@@ -97,20 +97,18 @@ def convert_mindcv_cli(args: argparse.Namespace) -> int:
     """mindcv ResNet / ViT / Swin -> mmpretrain, with the same coverage rules and atomic writes."""
     import json
 
-    import torch
-
     from converters.mindcv import convert_mindcv
+    from converters.ringmoe import default_report_path
     from converters.util import ConversionError, atomic_write
+    from converters.writers import write_pth
 
     family, _, variant = args.mindcv.partition(":")
     try:
         state_dict, report = convert_mindcv(args.src, family, variant)
         meta = {"format": "ringmoe-bench/mindcv-v1", "family": family, "variant": variant,
                 "report": json.loads(json.dumps(report, default=str))}
-        out = Path(args.out)
-        report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
-        with atomic_write(out, "wb") as f:
-            torch.save({"state_dict": state_dict, "meta": meta}, f)
+        out = write_pth(state_dict.items(), meta, args.out)
+        report_path = Path(args.report) if args.report else default_report_path(out)
         with atomic_write(report_path, "w") as f:
             json.dump(meta["report"], f, indent=1)
     except (ConversionError, OSError, KeyError, ValueError) as err:
@@ -174,28 +172,10 @@ class VerificationFailed(Exception):
     """--verify found a difference above the tolerance."""
 
 
-def write_report(args: argparse.Namespace, outputs: list[Path], meta: dict) -> Path:
-    import json
-
-    from converters.util import atomic_write
-
-    out = Path(args.out)
-    path = Path(args.report) if args.report else out.with_name(out.name.split(".")[0] + ".report.json")
-    report = {"meta": {k: v for k, v in meta.items() if k != "report"}, **meta["report"]}
-    try:
-        with atomic_write(path, "w") as f:
-            json.dump(report, f, indent=1)
-    except BaseException:
-        for output in outputs:  # never leave a checkpoint without its report
-            output.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from converters.ckpt_io import CheckpointError
-    from converters.ringmoe import open_source, plan
+    from converters.ringmoe import default_report_path, open_source, plan, write_report
     from converters.util import ConversionError
 
     start = time.perf_counter()
@@ -208,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             outputs, meta = write_outputs(args, checked)
         finally:
             source.close()
-        report = write_report(args, outputs, meta)
+        report = write_report(meta, args.report or default_report_path(args.out), outputs)
     except VerificationFailed:
         print("ms2torch: verification failed: nothing written", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,23 +293,35 @@ def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32",
     return Conversion(state_dict, meta, meta["report"])
 
 
-def save(conversion: Conversion, out: str | Path, report_path: str | Path | None = None) -> tuple[Path, Path]:
-    """Write the mmengine checkpoint ({'state_dict', 'meta'}) and the JSON report, atomically."""
-    import torch
-
+def default_report_path(out: str | Path) -> Path:
+    """OUT.pth, OUT.safetensors or OUT/ (shards) -> OUT.report.json beside it."""
     out = Path(out)
-    report_path = Path(report_path) if report_path else out.with_suffix(".report.json")
-    payload = {"state_dict": conversion.state_dict, "meta": conversion.meta}
-    report = {"meta": {k: v for k, v in conversion.meta.items() if k != "report"}, **conversion.report}
-    with atomic_write(out, "wb") as f:
-        torch.save(payload, f)
+    return out.with_name(out.name.split(".")[0] + ".report.json")
+
+
+def write_report(meta: dict, report_path: str | Path, outputs: list[Path]) -> Path:
+    """The JSON report (meta without the mapping, then the mapping); removes ``outputs`` on failure,
+    so a checkpoint never stands without its report."""
+    report = {"meta": {k: v for k, v in meta.items() if k != "report"}, **meta["report"]}
     try:
         with atomic_write(report_path, "w") as f:
             json.dump(report, f, indent=1)
     except BaseException:
-        out.unlink(missing_ok=True)  # never leave a checkpoint without its report
+        for output in outputs:
+            if output.is_dir():
+                shutil.rmtree(output, ignore_errors=True)
+            else:
+                output.unlink(missing_ok=True)
         raise
-    return out, report_path
+    return Path(report_path)
+
+
+def save(conversion: Conversion, out: str | Path, report_path: str | Path | None = None) -> tuple[Path, Path]:
+    """Write an in-memory conversion as an mmengine checkpoint and its JSON report, atomically."""
+    from converters.writers import write_pth
+
+    out = write_pth(conversion.state_dict.items(), conversion.meta, out)
+    return out, write_report(conversion.meta, report_path or default_report_path(out), [out])
 
 
 __all__ = ["CheckpointError", "ConversionError", "Conversion", "convert", "save"]
