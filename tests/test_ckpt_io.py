@@ -32,20 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- protobuf by hand
 
 
-def varint(n: int) -> bytes:
-    """Encode a non-negative int (or an int64 as two's complement) as a varint."""
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def ld(field: int, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
+from converters.pb_encode import length_delimited as ld  # noqa: E402
+from converters.pb_encode import varint  # noqa: E402
 
 
 def tensor_proto(dims, dtype: str, content: bytes, packed: bool = False, extra: bytes = b"") -> bytes:

@@ -185,22 +185,9 @@ def write_json(path: Path, params: list[P], pipelined: bool = False) -> Path:
 
 
 # Hand encoder: packed repeated fields (proto3 style), to show the walker accepts them.
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _ld(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _vf(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
+from converters.pb_encode import length_delimited as _ld  # noqa: E402
+from converters.pb_encode import varint as _varint  # noqa: E402
+from converters.pb_encode import varint_field as _vf  # noqa: E402
 
 
 def write_packed_pb(path: Path, params: list[P]) -> Path:

@@ -36,6 +36,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from converters.pb_encode import ckpt_record_prefix  # noqa: E402
 from pretrain.models.arch import RingMoEArch, get_arch  # noqa: E402  (plain Python, no frameworks)
 
 MODES = ("cp", "safetensors", "pth", "mindspore")
@@ -131,34 +132,13 @@ def layout_bytes(arch: RingMoEArch) -> int:
 # --------------------------------------------------------------------------- writing a .ckpt
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _record_prefix(name: str, dims: tuple[int, ...], dtype: str, nbytes: int) -> bytes:
-    """The bytes of one top-level ``Checkpoint.value`` record up to its tensor_content bytes."""
-    tensor = b"".join(_varint(1 << 3) + _varint(d) for d in dims) + _field(2, dtype.encode())
-    tensor += _varint(3 << 3 | 2) + _varint(nbytes)
-    tensor_len = len(tensor) + nbytes
-    value = _field(1, name.encode()) + _varint(2 << 3 | 2) + _varint(tensor_len) + tensor
-    return _varint(1 << 3 | 2) + _varint(len(value) + nbytes) + value
-
 
 def _write_tensor(f, name: str, dims: tuple[int, ...], dtype: str, data: memoryview) -> None:
     """One tensor as MindSpore writes it: records cut at 512 MiB, each with the full dims."""
     data = data.cast("B")
     for start in range(0, max(len(data), 1), MS_CUT):
         piece = data[start:start + MS_CUT]
-        f.write(_record_prefix(name, dims, dtype, len(piece)))
+        f.write(ckpt_record_prefix(name, dims, dtype, len(piece)))
         f.write(piece)
 
 
