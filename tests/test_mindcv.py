@@ -15,7 +15,7 @@ import torch
 
 import benchmarks  # noqa: F401  the torchvision shim precedes mmpretrain
 
-pytest.importorskip("mindcv")
+import mindcv  # noqa: E402,F401  pinned in the test extra: a missing install must fail, not skip
 
 from converters.mindcv import build_target, convert_mindcv, target_config  # noqa: E402
 from converters.rules import mindcv_resnet, mindcv_swin  # noqa: E402
