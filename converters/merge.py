@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from converters.ckpt_io import CheckpointIndex, TensorRecord, read_tensor, scan_checkpoint
-from converters.util import ConversionError, sha256_file
+from converters.util import ConversionError
 
 __all__ = [
     "MergedCheckpoint",
@@ -692,10 +692,6 @@ class MergedCheckpoint:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Merged shape of every tensor, in the order the rank files list them."""
         return {name: entry.shape for name, entry in self._entries.items()}
-
-    def file_hashes(self) -> dict[Path, str]:
-        """sha256 of every rank file and the strategy file."""
-        return {path: sha256_file(path) for path in self.files}
 
     def integrity_warnings(self) -> list[str]:
         """Rank files that cannot prove their own integrity (saved without crc_check=True)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from converters.ckpt_io import CheckpointError, read_tensor, scan_checkpoint
 from converters.rules import ringmoe as rules
-from converters.util import ConversionError, HashingReader, atomic_write
+from converters.util import ConversionError, atomic_write, sha256_file
 from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
 
 CONVERTER_VERSION = "0.1.0"
@@ -46,14 +46,10 @@ class CheckpointFile:
         self.label = str(path)
         self.files = [path]
         self.index = scan_checkpoint(path)
-        self._handle = HashingReader(path)  # hashes the file during the conversion's own pass
+        self._handle = open(path, "rb")
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(record.shape) for name, record in self.index.items()}
-
-    def file_hashes(self) -> dict[Path, str]:
-        """sha256 of the source file; call after reading the tensors to avoid a second pass."""
-        return {self.files[0]: self._handle.hexdigest()}
 
     def dtypes(self) -> dict[str, str]:
         """MindSpore dtype names (``Float32``, ``BFloat16``, ``Int64``, ...) by tensor name."""
@@ -263,8 +259,8 @@ class Plan:
                 "config": pretrain.get("config"),
                 "step": pretrain.get("step"),
             },
-            "source": {"files": [{"path": str(f), "bytes": f.stat().st_size, "sha256": digest}
-                                 for f, digest in self.source.file_hashes().items()]},
+            "source": {"files": [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                                 for f in self.source.files]},
             "coverage": {"mapped": len(self.mapped), "dropped": len(self.dropped),
                          "source_tensors": len(self.mapped) + len(self.dropped)},
             "report": self.report(),
