@@ -218,3 +218,14 @@ def test_cli_writes_sharded_safetensors_that_the_twin_loads(tiny_ms_checkpoint, 
     assert not report.new.keys() - {k for k in twin.state_dict() if k.startswith("out_norms.")}
     whole = convert(tiny_ms_checkpoint).state_dict
     assert torch.equal(twin.layers[2].blocks[1].attn.q.weight.data, whole["layers.2.blocks.1.attn.q.weight"].to(torch.bfloat16).float())
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_meta_records_the_true_source_hash(tiny_ms_checkpoint, tmp_path, fmt):
+    from converters.ms2torch import main
+    from converters.util import sha256_file
+
+    out = tmp_path / f"t.{fmt}"
+    assert main([str(tiny_ms_checkpoint), "-o", str(out), "--format", fmt]) == 0
+    report = json.loads((tmp_path / "t.report.json").read_text())
+    assert report["meta"]["source"]["files"][0]["sha256"] == sha256_file(tiny_ms_checkpoint)
