@@ -1,14 +1,14 @@
 """Compatibility shims for third-party packages, kept in this one module.
 
 Each shim says why it exists and when it can go. ``apply()`` is idempotent and is called by
-``benchmarks/__init__.py`` before any OpenMMLab package is imported, so every entry point of
-the project (runner, tests, configs with ``custom_imports``) gets it automatically.
+``benchmarks/__init__.py``, so every entry point of the project (runner, tests, configs with
+``custom_imports``) gets it automatically. It costs nothing at import: the torchvision shim
+waits in an import hook and runs just before torchvision is first imported.
 """
 from __future__ import annotations
 
+import importlib.abc
 import sys
-
-_applied = False
 
 
 def _define_torchvision_cpu_ops() -> None:
@@ -79,16 +79,21 @@ def apply_mmengine() -> None:
         _allow_resuming_mmengine_checkpoints()
 
 
-def apply() -> None:
-    """Apply every shim once. Safe to call many times."""
-    global _applied
-    if _applied:
-        return
-    try:
-        if _installed("torchvision"):
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Runs the torchvision shim at the first ``import torchvision``, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
             _define_torchvision_cpu_ops()
-    finally:
-        _applied = True
+        return None  # the regular finders locate the module
+
+
+def apply() -> None:
+    """Install every shim once. Safe to call many times; imports nothing heavy."""
+    if "torchvision" in sys.modules or any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _BeforeTorchvision())
 
 
 def _installed(name: str) -> bool:

@@ -116,11 +116,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     assert "Traceback" not in proc.stderr and not (tmp_path / "r.csv").exists()
 
 
-def test_help_is_fast_and_explains_the_options():
-    start = time.perf_counter()
+def test_help_explains_the_options_without_heavy_imports():
     proc = subprocess.run([*RUN, "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 0
     for text in ("--task", "--checkpoint", "--data-root", "--cfg-options", "--resume", "Examples", "Exit codes"):
         assert text in proc.stdout
-    assert elapsed < 3.0  # no heavy import before parsing (about 0.1 s when the machine is idle)
+    probe = ("import sys; from benchmarks.run import parse_args; parse_args(['--task', 'segmentation']); "
+             "print(sorted({'torch', 'mmengine', 'mmseg', 'mindspore'} & set(sys.modules)))")
+    heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert heavy.stdout.strip() == "[]", "argument parsing must not import heavy frameworks"
