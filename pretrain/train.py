@@ -146,11 +146,11 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
         root = generate_pretrain_data(work_dir / "data", dcfg.get("demo_tiles", 16), dcfg.get("demo_tile_size", 256),
                                       tcfg["seed"])
         logger.info("no data.root given: generated demo data in %s", root)
-    batches = multimodal_batches(root, arch, dcfg["batch_size"], tcfg["seed"], arch.sar_l1_power_target)
 
     net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0))
     steps = tcfg["steps"]
-    optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=lr_schedule(ocfg, steps),
+    schedule = lr_schedule(ocfg, steps)
+    optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=schedule,
                                    beta1=ocfg.get("betas", (0.9, 0.999))[0], beta2=ocfg.get("betas", (0.9, 0.999))[1],
                                    weight_decay=ocfg.get("weight_decay", 0.05))
     start = 0
@@ -160,8 +160,7 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
             raise ConfigError(f"--resume: no checkpoint in {work_dir}")
         start = load_for_resume(path, net, optimizer)
         logger.info("resumed from %s at step %d", path, start)
-        for _ in range(start):  # replay the data stream so a resumed run sees the same batches
-            next(batches)
+    batches = multimodal_batches(root, arch, dcfg["batch_size"], tcfg["seed"], arch.sar_l1_power_target, start)
 
     def forward(images, masks, targets):
         return net(images, masks, targets)
@@ -200,7 +199,7 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
             elapsed = time.perf_counter() - tick
             per = dict(zip(names, (float(v) for v in per_modality.asnumpy())))
             rate = images_per_step * (done - (last or start)) / elapsed
-            lr = lr_schedule(ocfg, steps)[step]
+            lr = schedule[step]
             logger.info("step %d/%d loss %.4f (%s, aux %.4f) lr %.2e %.2f img/s", done, steps, float(loss),
                         " ".join(f"{k} {v:.4f}" for k, v in per.items()), float(aux), lr, rate)
             log_file.write(json.dumps({"step": done, "loss": float(loss), "losses": per, "aux": float(aux),

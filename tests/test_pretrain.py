@@ -116,3 +116,17 @@ def test_train_cli_rejects_a_bad_config(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"train: error: config {tmp_path / 'no.py'} does not exist"]
+
+
+def test_a_resumed_stream_sees_the_same_batches(tmp_path):
+    root = generate_pretrain_data(tmp_path / "d", num_per_modality=2, size=200, seed=0)
+    arch = get_arch("tiny")
+    whole = multimodal_batches(root, arch, 1, seed=5)
+    for _ in range(3):
+        next(whole)
+    expected = next(whole)
+    resumed = next(multimodal_batches(root, arch, 1, seed=5, start=3))
+    for a, b in zip(expected["images"] + expected["masks"], resumed["images"] + resumed["masks"]):
+        np.testing.assert_array_equal(a, b)
+    other = next(multimodal_batches(root, arch, 1, seed=5, start=4))
+    assert not np.array_equal(other["masks"][0], resumed["masks"][0])

@@ -7,6 +7,7 @@ modality, normalises, and draws a SimMIM mask per image.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -87,13 +88,17 @@ class ModalityFolder:
 
 
 def multimodal_batches(root: str | Path, arch: RingMoEArch, batch_size: int, seed: int,
-                       power_target: bool = False) -> Iterator[dict]:
-    """Endless stream of steps: {'images': [per modality [B,C,S,S]], 'masks': [...], 'targets': [...]}."""
+                       power_target: bool = False, start: int = 0) -> Iterator[dict]:
+    """Endless stream of steps: {'images': [per modality [B,C,S,S]], 'masks': [...], 'targets': [...]}.
+
+    Each step draws from its own generator seeded by (seed, step), so a resumed run starting
+    at ``start`` sees exactly the batches an uninterrupted run would, without replaying them.
+    """
     folders = [ModalityFolder(Path(root), m, arch.img_size, power_target and m.name == "sar_l1")
                for m in arch.modalities]
     masks = MaskGenerator(arch.img_size, arch.mask_patch_size, arch.patch_size, arch.mask_ratio)
-    rng = np.random.default_rng(seed)
-    while True:
+    for index in itertools.count(start):
+        rng = np.random.default_rng([seed, index])
         step = {"images": [], "masks": [], "targets": []}
         for folder in folders:
             samples = [folder.sample(rng) for _ in range(batch_size)]
