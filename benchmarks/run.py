@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
     from mmengine.config import Config
 
     from benchmarks import results
-    from benchmarks.models.loading import CoverageError, read_converted
+    from benchmarks.models.loading import CoverageError, read_converted_meta
 
     cfg = Config.fromfile(str(config))
     cfg.merge_from_dict(options)
@@ -285,7 +285,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg.model.backbone.init_cfg = None
     else:
         try:
-            _, meta = read_converted(checkpoint)
+            meta = read_converted_meta(checkpoint)
         except CoverageError as err:
             raise BadInput(str(err)) from None
         except Exception as err:  # not a torch file at all (pickle, zip or EOF errors)

@@ -11,7 +11,7 @@ import json
 import math
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,8 +31,7 @@ META_KEY = "ringmoe_meta"
 @dataclass
 class Conversion:
     state_dict: dict
-    meta: dict
-    report: dict = field(default_factory=dict)
+    meta: dict  # plain types; meta["report"] maps every source tensor
 
 
 class CheckpointFile:
@@ -290,7 +289,7 @@ def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32",
         meta = checked.meta()
     finally:
         source.close()
-    return Conversion(state_dict, meta, meta["report"])
+    return Conversion(state_dict, meta)
 
 
 def default_report_path(out: str | Path) -> Path:

@@ -751,12 +751,8 @@ def _load_meta(text: str | None, where: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def read_safetensors_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict, dict]:
-    """``(state_dict, meta)`` of a checkpoint written by :func:`write_safetensors`.
-
-    ``path`` is a ``.safetensors`` file, a ``model.safetensors.index.json``, or a directory
-    holding either. ``meta`` is ``{}`` when the files carry no ``ringmoe_meta``.
-    """
+def _entry_file(path: str | Path) -> Path:
+    """The file that describes a safetensors checkpoint: the index, or the single file."""
     path = Path(path)
     if path.is_dir():
         if (path / INDEX_NAME).is_file():
@@ -771,7 +767,32 @@ def read_safetensors_checkpoint(path: str | Path, device: str = "cpu") -> tuple[
             path = found[0]
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
+    return path
 
+
+def read_safetensors_meta(path: str | Path) -> dict:
+    """Only the meta of a safetensors checkpoint: the index or a file header, no tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _entry_file(path)
+    try:
+        if path.name.endswith(".json"):
+            metadata = json.loads(path.read_text()).get("metadata") or {}
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, SafetensorError) as err:
+        raise ConversionError(f"{path}: unreadable safetensors checkpoint ({err})") from None
+    return _load_meta(metadata.get(META_KEY), path)
+
+
+def read_safetensors_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict, dict]:
+    """``(state_dict, meta)`` of a checkpoint written by :func:`write_safetensors`.
+
+    ``path`` is a ``.safetensors`` file, a ``model.safetensors.index.json``, or a directory
+    holding either. ``meta`` is ``{}`` when the files carry no ``ringmoe_meta``.
+    """
+    path = _entry_file(path)
     state_dict: dict[str, torch.Tensor] = {}
     if not path.name.endswith(".json"):
         metadata = _read_file(path, None, state_dict, device)

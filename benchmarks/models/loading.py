@@ -51,28 +51,54 @@ def _listing(keys, limit: int = 4) -> str:
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _converted_path(path: str | Path) -> Path:
+    from converters.writers import SCHEME, is_safetensors_checkpoint
+
+    path = Path(str(path).removeprefix(SCHEME))
+    if not path.exists() or not (path.is_file() or is_safetensors_checkpoint(path)):
+        raise CoverageError(f"pretrained checkpoint {path} does not exist")
+    return path
+
+
+def _checked_meta(meta: dict | None, path: Path) -> dict:
+    meta = meta or {}
+    if meta.get("format") != CONVERTED_FORMAT or meta.get("architecture") != "ringmoe":
+        raise CoverageError(f"{path} is not a converted RingMoE checkpoint (run converters/ms2torch.py)")
+    return meta
+
+
 def read_converted(path: str | Path) -> tuple[dict, dict]:
     """(state_dict, meta) of a converter output: a .pth (loaded with weights_only=True), or a
     .safetensors file, a model.safetensors.index.json or a directory holding one (also as
     ``safetensors://PATH``)."""
     from converters.util import ConversionError
-    from converters.writers import SCHEME, is_safetensors_checkpoint, read_safetensors_checkpoint
+    from converters.writers import is_safetensors_checkpoint, read_safetensors_checkpoint
 
-    path = Path(str(path).removeprefix(SCHEME))
-    if not path.exists() or not (path.is_file() or is_safetensors_checkpoint(path)):
-        raise CoverageError(f"pretrained checkpoint {path} does not exist")
+    path = _converted_path(path)
     if is_safetensors_checkpoint(path):
         try:
             state_dict, meta = read_safetensors_checkpoint(path)
         except ConversionError as err:
             raise CoverageError(str(err)) from None
-        payload = {"state_dict": state_dict, "meta": meta}
-    else:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    meta = payload.get("meta") or {}
-    if meta.get("format") != CONVERTED_FORMAT or meta.get("architecture") != "ringmoe":
-        raise CoverageError(f"{path} is not a converted RingMoE checkpoint (run converters/ms2torch.py)")
-    return payload["state_dict"], meta
+        return state_dict, _checked_meta(meta, path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload["state_dict"], _checked_meta(payload.get("meta"), path)
+
+
+def read_converted_meta(path: str | Path) -> dict:
+    """Only the meta of a converter output, without reading its tensors (memory-mapped .pth,
+    safetensors header or index): what a config needs before the model is built."""
+    from converters.util import ConversionError
+    from converters.writers import is_safetensors_checkpoint, read_safetensors_meta
+
+    path = _converted_path(path)
+    if is_safetensors_checkpoint(path):
+        try:
+            return _checked_meta(read_safetensors_meta(path), path)
+        except ConversionError as err:
+            raise CoverageError(str(err)) from None
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return _checked_meta(payload.get("meta"), path)
 
 
 _MODALITY_KEY = re.compile(r"(?:^patch_embed\.|\.modal_experts\.|\.modal_routers\.)(?P<mod>[a-z0-9_]+)\.")
