@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from pathlib import Path
 
 import mindspore as ms
@@ -85,7 +84,3 @@ def load_for_resume(path: str | Path, net, optimizer=None) -> int:
 def checkpoint_name(prefix: str, step: int) -> str:
     return f"{prefix}-step{step}.ckpt"
 
-
-def step_of(path: str | Path) -> int:
-    match = re.search(r"-step(\d+)\.ckpt$", str(path))
-    return int(match[1]) if match else -1
