@@ -54,7 +54,7 @@ def test_a_larger_window_resizes_the_tables(tiny_converted):
     assert twin.layers[3].blocks[0].attn.relative_position_bias_table.shape == (23 * 23, 8)
 
 
-def test_resized_table_keeps_the_pretrained_values_at_zero_offset(tiny_converted):
+def test_resizing_a_table_to_its_own_size_keeps_it():
     from benchmarks.models.loading import resize_table
 
     table = torch.randn(11 * 11, 3)
