@@ -44,10 +44,8 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,41 +60,12 @@ class BadInput(Exception):
     """A problem with the command line or its files: reported in one line, exit code 2."""
 
 
-# ---- tasks ---------------------------------------------------------------------------------
-def _potsdam_demo(data_dir: Path) -> Path:
-    from benchmarks.datasets.potsdam import generate_potsdam
-
-    return generate_potsdam(data_dir / "potsdam")
-
-
-def _fit_seg_heads(cfg, widths: list[int]) -> None:
-    """Give mmseg decode/auxiliary heads the backbone's output widths at their in_index."""
-    for name in ("decode_head", "auxiliary_head"):
-        heads = cfg.model.get(name) or []
-        for head in heads if isinstance(heads, list) else [heads]:  # mmseg allows a list of aux heads
-            index = head.get("in_index", -1)
-            if isinstance(index, (list, tuple)):
-                head.in_channels = [widths[i] for i in index]
-            else:
-                head.in_channels = widths[index]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    config: str  # default config, relative to the repository root
-    dataset: str  # results' dataset column unless the config sets `dataset_name`
-    metric: str  # primary metric key in the evaluator's output
-    package: str  # distribution name of the OpenMMLab framework (for the versions column)
-    fit_heads: Callable  # (cfg, backbone output widths) -> None
-    demo_data: Callable[[Path], Path] | None = None  # writes demo data under a dir, returns its root
-
-
-TASKS: dict[str, TaskSpec] = {
-    "segmentation": TaskSpec(
-        config="configs/benchmarks/segmentation/upernet_ringmoe_tiny_potsdam.py",
-        dataset="potsdam", metric="mIoU", package="mmsegmentation",
-        fit_heads=_fit_seg_heads, demo_data=_potsdam_demo),
-}
+# ---- tasks (benchmarks/tasks/<name>.py) ---------------------------------------------------
+def _attr_path(root, dotted: str):
+    """Follow a dotted path through attributes or config keys: ``detector.backbone``."""
+    for name in dotted.split("."):
+        root = root[name] if isinstance(root, dict) else getattr(root, name)
+    return root
 
 
 # ---- command line --------------------------------------------------------------------------
@@ -109,9 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(prog="run", description=__doc__.split("\n\n")[0],
                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="downstream task")
+    from benchmarks.tasks import task_names  # file names only: nothing heavy is imported
+
+    parser.add_argument("--task", required=True, choices=task_names(), help="downstream task")
     parser.add_argument("--config", help="mmengine config (default: the task's, e.g. "
-                        f"{TASKS['segmentation'].config})")
+                        "configs/benchmarks/segmentation/upernet_ringmoe_tiny_potsdam.py)")
     parser.add_argument("--checkpoint", help="converted RingMoE .pth (converters/ms2torch.py), or 'none' "
                         "for random weights (default: the config's backbone init_cfg.checkpoint)")
     parser.add_argument("--data-root", help="dataset root in the framework's layout (default: generate "
@@ -139,9 +110,8 @@ def _cfg_options(items: list[str]) -> dict:
 
 
 # ---- config --------------------------------------------------------------------------------
-def _fill_from_meta(cfg, meta: dict | None, options: dict) -> None:
+def _fill_from_meta(cfg, backbone, meta: dict | None, options: dict) -> None:
     """Architecture and modality list from the checkpoint meta, unless the config sets them."""
-    backbone = cfg.model.backbone
     if meta is not None:
         arch = meta["arch"]
         for name in ARCH_FIELDS:
@@ -186,27 +156,28 @@ def _backbone_report(backbone) -> dict:
     return backbone.load_report.to_dict()
 
 
-def coverage(model, checkpoint: str | None) -> dict:
+def coverage(model, checkpoint: str | None, backbone_path: str = "backbone") -> dict:
     """Every state-dict entry of the model mapped or new with a reason, plus the dropped tensors."""
-    backbone = model.backbone
+    backbone = _attr_path(model, backbone_path)
+    prefix = f"{backbone_path}."
     if checkpoint is None:
         report = {"mapped": {}, "dropped": {}, "new": {k: RANDOM_INIT for k in backbone.state_dict()}}
     else:
         report = _backbone_report(backbone)
-    mapped = {f"backbone.{k}": v for k, v in report["mapped"].items()}
-    new = {f"backbone.{k}": v for k, v in report["new"].items()}
+    mapped = {prefix + k: v for k, v in report["mapped"].items()}
+    new = {prefix + k: v for k, v in report["new"].items()}
     for key in model.state_dict():
-        if not key.startswith("backbone."):
+        if not key.startswith(prefix):
             new[key] = f"downstream head ({key.split('.')[0]}), randomly initialised"
     unexplained = sorted(k for k in model.state_dict() if k not in mapped and k not in new)
-    summary = {"backbone_mapped": len(mapped), "backbone_new": sum(k.startswith("backbone.") for k in new),
+    summary = {"backbone_mapped": len(mapped), "backbone_new": sum(k.startswith(prefix) for k in new),
                "checkpoint_dropped": len(report["dropped"]),
-               "head_new": sum(not k.startswith("backbone.") for k in new), "unexplained": len(unexplained)}
+               "head_new": sum(not k.startswith(prefix) for k in new), "unexplained": len(unexplained)}
     return {"checkpoint": checkpoint, "summary": summary, "mapped": mapped, "dropped": report["dropped"],
             "new": new, "unexplained": unexplained}
 
 
-def _recorder(work_dir: Path, checkpoint: str | None):
+def _recorder(work_dir: Path, checkpoint: str | None, backbone_path: str):
     """A Runner hook: writes coverage.json once weights are initialised; keeps the last val metrics."""
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
@@ -220,7 +191,7 @@ def _recorder(work_dir: Path, checkpoint: str | None):
 
         def before_train(self, runner) -> None:  # after init_weights and any resume
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            self.coverage = coverage(model, checkpoint)
+            self.coverage = coverage(model, checkpoint, backbone_path)
             (work_dir / "coverage.json").write_text(json.dumps(self.coverage, indent=1))
             s = self.coverage["summary"]
             line = (f"coverage: backbone {s['backbone_mapped']} loaded + {s['backbone_new']} new, "
@@ -258,7 +229,9 @@ def _number(value) -> float | None:
 # ---- the run -------------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    spec = TASKS[args.task]
+    from benchmarks.tasks import get_task
+
+    spec = get_task(args.task)
     config = Path(args.config) if args.config else REPO / spec.config
     if not config.is_file():
         raise BadInput(f"config {config} does not exist")
@@ -276,13 +249,14 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = Config.fromfile(str(config))
     cfg.merge_from_dict(options)
-    init_cfg = cfg.model.backbone.get("init_cfg") or {}
+    backbone_cfg = _attr_path(cfg.model, spec.backbone)
+    init_cfg = backbone_cfg.get("init_cfg") or {}
     checkpoint = args.checkpoint or init_cfg.get("checkpoint")
     if checkpoint is None:
         raise BadInput("no checkpoint: pass --checkpoint PATH (a converted .pth) or --checkpoint none")
     if checkpoint == "none":
         checkpoint, meta = None, None
-        cfg.model.backbone.init_cfg = None
+        backbone_cfg.init_cfg = None
     else:
         try:
             meta = read_converted_meta(checkpoint)
@@ -291,9 +265,9 @@ def _run(args: argparse.Namespace) -> int:
         except Exception as err:  # not a torch file at all (pickle, zip or EOF errors)
             raise BadInput(f"{checkpoint} is not a readable converted checkpoint "
                            f"({type(err).__name__})") from None
-        cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(Path(checkpoint).resolve()))
-    _fill_from_meta(cfg, meta, options)
-    spec.fit_heads(cfg, _backbone_widths(cfg.model.backbone))
+        backbone_cfg.init_cfg = dict(type="Pretrained", checkpoint=str(Path(checkpoint).resolve()))
+    _fill_from_meta(cfg, backbone_cfg, meta, options)
+    spec.fit_heads(cfg, _backbone_widths(backbone_cfg))
 
     work_dir = Path(args.work_dir or cfg.get("work_dir") or Path("work_dirs", args.task, config.stem))
     cfg.work_dir = str(work_dir)
@@ -306,6 +280,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         raise BadInput(f"task {args.task} has no demo data: pass --data-root")
     _set_data_root(cfg, data_root.resolve())
+    if spec.prepare is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        spec.prepare(cfg, data_root.resolve(), work_dir)
 
     # Identity of the run: the resolved config (before the resume switch), weights and seed.
     cfg_hash = results.config_hash(cfg.pretty_text)
@@ -320,39 +297,40 @@ def _run(args: argparse.Namespace) -> int:
 
     work_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner.from_cfg(cfg)
-    recorder = _recorder(work_dir, checkpoint)
+    recorder = _recorder(work_dir, checkpoint, spec.backbone)
     runner.register_hook(recorder)
     try:
         runner.train()
     except CoverageError as err:
         raise BadInput(str(err)) from None
     metrics = recorder.metrics if recorder.metrics is not None else runner.val()
-    if spec.metric not in metrics:
-        raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {spec.metric}")
+    primary = cfg.get("primary_metric", spec.metric)
+    if primary not in metrics:
+        raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {primary}")
 
     name = f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain") else "ringmoe"
-    reduction = cfg.model.backbone.get("moe_reduction")
+    reduction = backbone_cfg.get("moe_reduction")
     row = {
         "run_id": run_id,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": args.task,
         "dataset": cfg.get("dataset_name", spec.dataset),
         "backbone": name + (f"-{reduction}" if reduction else "") + ("" if checkpoint else "-random-init"),
-        "modality": cfg.model.backbone.get("modality", "optical"),
+        "modality": backbone_cfg.get("modality", "optical"),
         "checkpoint": str(checkpoint or ""),
         "checkpoint_sha256": ckpt_sha,
         "config_hash": cfg_hash,
         "seed": seed,
         "metrics_json": {k: _number(v) for k, v in metrics.items()},
-        "primary_metric": spec.metric,
-        "primary_value": float(metrics[spec.metric]),
+        "primary_metric": primary,
+        "primary_value": float(metrics[primary]),
         "versions_json": results.package_versions(BASE_PACKAGES + (spec.package,)),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "work_dir": str(work_dir),
         "status": "ok",
     }
     results.append_row(args.results, row)
-    print(f"run: {spec.metric} = {row['primary_value']:.2f} in {row['wall_time_s']:.0f} s; row {run_id} "
+    print(f"run: {primary} = {row['primary_value']:.2f} in {row['wall_time_s']:.0f} s; row {run_id} "
           f"appended to {args.results}")
     print(results.format_table(results.read_rows(args.results)))
     return 0

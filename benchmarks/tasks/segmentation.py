@@ -1,0 +1,30 @@
+"""Semantic segmentation (mmsegmentation): UperNet on ISPRS Potsdam, mIoU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.tasks.spec import TaskSpec
+
+
+def potsdam_demo(data_dir: Path) -> Path:
+    from benchmarks.datasets.potsdam import generate_potsdam
+
+    return generate_potsdam(data_dir / "potsdam")
+
+
+def fit_seg_heads(cfg, widths: list[int]) -> None:
+    """Give mmseg decode/auxiliary heads the backbone's output widths at their in_index."""
+    for name in ("decode_head", "auxiliary_head"):
+        heads = cfg.model.get(name) or []
+        for head in heads if isinstance(heads, list) else [heads]:  # mmseg allows a list of aux heads
+            index = head.get("in_index", -1)
+            if isinstance(index, (list, tuple)):
+                head.in_channels = [widths[i] for i in index]
+            else:
+                head.in_channels = widths[index]
+
+
+SPEC = TaskSpec(
+    config="configs/benchmarks/segmentation/upernet_ringmoe_tiny_potsdam.py",
+    dataset="potsdam", metric="mIoU", package="mmsegmentation",
+    fit_heads=fit_seg_heads, demo_data=potsdam_demo)

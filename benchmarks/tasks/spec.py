@@ -1,0 +1,37 @@
+"""What the runner needs to know about a downstream task."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _no_heads(cfg: Any, widths: list[int]) -> None:
+    """For heads that need no widths (e.g. a neck that the config already sizes)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One downstream task.
+
+    config: default config, relative to the repository root.
+    dataset: the results' dataset column, unless the config sets ``dataset_name``.
+    metric: the primary metric key in the evaluator's output, unless the config sets
+        ``primary_metric`` (a task with several datasets/evaluators lets each config name its own).
+    package: distribution name of the OpenMMLab framework (for the versions column).
+    fit_heads: (cfg, backbone output widths) -> None; sizes necks/heads to the backbone.
+    demo_data: (data dir) -> dataset root; writes demo data in the real on-disk format.
+    prepare: (cfg, data root, work dir) -> None; called after the data root is set, before the
+        run's identity is hashed (e.g. writes seeded train/val splits into the work dir).
+    backbone: dotted path of the backbone inside ``cfg.model`` and inside the built model
+        (``backbone``; a tracker's is ``detector.backbone``).
+    """
+
+    config: str
+    dataset: str
+    metric: str
+    package: str
+    fit_heads: Callable[[Any, list[int]], None] = _no_heads
+    demo_data: Callable[[Path], Path] | None = None
+    prepare: Callable[[Any, Path, Path], None] | None = None
+    backbone: str = "backbone"
