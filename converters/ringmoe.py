@@ -22,7 +22,7 @@ from converters.rules import ringmoe as rules
 from converters.util import ConversionError, atomic_write, sha256_file
 from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
 
-CONVERTER_VERSION = "0.1.0"
+CONVERTER_VERSION = "0.2.0"  # 0.2: stacked expert weights [E, in, out]
 FORMAT = "ringmoe-bench/converted-v1"
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 META_KEY = "ringmoe_meta"

@@ -50,7 +50,7 @@ def test_values_and_layouts_are_transformed(tiny_simmim, tiny_converted):
     sd = torch.load(tiny_converted, weights_only=True)["state_dict"]
     mlp = tiny_simmim.encoder.layers[1].blocks[0].mlp
     w = mlp.special_ffn[2].mapping.weight.asnumpy()  # [E, in, out]
-    assert torch.equal(sd["layers.1.blocks.0.ffn.modal_experts.sar_l2.fc1.weight"], torch.from_numpy(w).transpose(1, 2))
+    assert torch.equal(sd["layers.1.blocks.0.ffn.modal_experts.sar_l2.fc1.weight"], torch.from_numpy(w))  # kept
     b = mlp.cross_ffn.projection.bias.asnumpy()  # [1, E, 1, out]
     assert torch.equal(sd["layers.1.blocks.0.ffn.cross_experts.fc2.bias"], torch.from_numpy(b[0, :, 0]))
     shared = mlp.public_ffn.mapping.weight.asnumpy()  # [in, out]

@@ -137,9 +137,9 @@ def test_twin_capacity_path_matches_reference(moe_and_input):
     reference, kept_ref, choice_ref, _ = reference_group(tokens, router, w1, b1, w2, b2)
     bank = ExpertBank(E, 32, 128)
     with torch.no_grad():
-        bank.fc1.weight.copy_(torch.from_numpy(w1.transpose(0, 2, 1)))
+        bank.fc1.weight.copy_(torch.from_numpy(w1))
         bank.fc1.bias.copy_(torch.from_numpy(b1.reshape(E, -1)))
-        bank.fc2.weight.copy_(torch.from_numpy(w2.transpose(0, 2, 1)))
+        bank.fc2.weight.copy_(torch.from_numpy(w2))
         bank.fc2.bias.copy_(torch.from_numpy(b2.reshape(E, -1)))
         t = torch.from_numpy(tokens)
         expert, _, kept = top1_route(t, torch.from_numpy(router), math.ceil(32 * 1.2 / E))

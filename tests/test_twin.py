@@ -41,7 +41,7 @@ def test_expert_mean_is_the_mean_of_the_experts(tiny_converted):
     twin = RingMoE(modality="msi", moe_reduction="expert_mean")
     load_pretrained(twin, tiny_converted)
     got = twin.layers[2].blocks[1].ffn.modal_dense.fc2.weight
-    want = sd["layers.2.blocks.1.ffn.modal_experts.msi.fc2.weight"].mean(0)
+    want = sd["layers.2.blocks.1.ffn.modal_experts.msi.fc2.weight"].mean(0).T  # [E, in, out] -> Linear
     assert torch.allclose(got, want)
 
 
@@ -126,7 +126,7 @@ def test_top_expert_keeps_the_most_routed_expert(tiny_ms_checkpoint, tmp_path):
     twin = RingMoE(modality="sar_l2", moe_reduction="top_expert")
     report = load_pretrained(twin, out)
     top = int(np.argmax(stats["special"]))
-    expected = payload["state_dict"]["layers.1.blocks.1.ffn.modal_experts.sar_l2.fc1.weight"][top]
+    expected = payload["state_dict"]["layers.1.blocks.1.ffn.modal_experts.sar_l2.fc1.weight"][top].T
     assert torch.equal(twin.layers[1].blocks[1].ffn.modal_dense.fc1.weight, expected)
     assert f"expert {top} (most routed)" in report.mapped["layers.1.blocks.1.ffn.modal_dense.fc1.weight"]
 

@@ -149,13 +149,15 @@ def filter_checkpoint(state_dict: dict, model, meta: dict | None = None) -> tupl
                 continue
             part = "cross" if m["part"] == "cross_experts" else "modal"
             target = f"{m['block']}.ffn.{part}_dense.{m['rest']}"
+            # Stacked expert weights are [E, in, out]; a dense FFN is nn.Linear, [out, in].
+            as_linear = (lambda w: w.T.contiguous()) if m["rest"].endswith("weight") else (lambda b: b)
             if reduction == "expert_mean":
-                out[target] = value.float().mean(0).to(value.dtype)
+                out[target] = as_linear(value.float().mean(0).to(value.dtype))
                 report.mapped[target] = f"mean over experts of {key}"
                 report.dropped[key] = f"averaged into {target} (moe_reduction='expert_mean')"
             else:
                 expert = top[(m["block"], part)]
-                out[target] = value[expert].clone()
+                out[target] = as_linear(value[expert]).clone()
                 report.mapped[target] = f"expert {expert} (most routed) of {key}"
                 report.dropped[key] = f"expert {expert} kept as {target}, the others removed (moe_reduction='top_expert')"
             continue

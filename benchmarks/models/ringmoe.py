@@ -60,11 +60,16 @@ def top1_route(tokens: torch.Tensor, router_weight: torch.Tensor, capacity: int 
 
 
 class StackedLinear(nn.Module):
-    """E linears stacked on a leading axis: weight [E, out, in], bias [E, out]."""
+    """E linears stacked on a leading axis: weight [E, in, out], bias [E, out].
+
+    [in, out] (``y = x @ W + b``) is MindSpore's layout for the experts, kept here so that
+    converting them is a plain copy: the expert weights are most of a RingMoE checkpoint, and
+    transposing them was the largest CPU cost of a conversion.
+    """
 
     def __init__(self, num: int, dim_in: int, dim_out: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(num, dim_out, dim_in))
+        self.weight = nn.Parameter(torch.empty(num, dim_in, dim_out))
         self.bias = nn.Parameter(torch.zeros(num, dim_out))
         nn.init.trunc_normal_(self.weight, std=0.02)
 
@@ -84,8 +89,8 @@ class ExpertBank(nn.Module):
             idx = torch.nonzero((expert == e) & kept).squeeze(1)
             if idx.numel() == 0:
                 continue
-            h = gelu_tanh(F.linear(tokens[idx], self.fc1.weight[e], self.fc1.bias[e]))
-            out.index_copy_(0, idx, F.linear(h, self.fc2.weight[e], self.fc2.bias[e]))
+            h = gelu_tanh(torch.addmm(self.fc1.bias[e], tokens[idx], self.fc1.weight[e]))
+            out.index_copy_(0, idx, torch.addmm(self.fc2.bias[e], h, self.fc2.weight[e]))
         return out
 
 
@@ -410,6 +415,12 @@ class RingMoE(nn.Module):
         if self.frozen_stages < 0:
             return
         modules = [self.patch_embed] + [self.layers[i] for i in range(self.frozen_stages + 1)]
+        # A frozen stage's output norm freezes with it (as in mmpretrain's Swin); the last stage's
+        # is the final norm, so frozen_stages = last stage freezes the whole backbone (linear probe).
+        if self.out_norms is not None:
+            modules += [m for i, m in self.out_norms.items() if int(i) <= self.frozen_stages]
+        if self.frozen_stages >= len(self.layers) - 1:
+            modules.append(self.norm)
         for module in modules:
             module.eval()
             for p in module.parameters():

@@ -225,8 +225,9 @@ def _meter(argv: list[str]) -> None:
         os.fsync(fd)
         os.close(fd)
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
-    print(json.dumps({"rc": result.returncode, "wall_s": wall, "peak_rss_mib": peak_kib / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"rc": result.returncode, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024,  # KiB
+                      "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
 def measure(mode: str, src: Path, out: Path, log: Path) -> dict:
@@ -244,7 +245,7 @@ def measure(mode: str, src: Path, out: Path, log: Path) -> dict:
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        result = {"rc": done.returncode or 1, "wall_s": math.nan, "peak_rss_mib": math.nan}
+        result = {"rc": done.returncode or 1, "wall_s": math.nan, "peak_rss_mib": math.nan, "cpu_s": math.nan}
     if result["rc"] != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise SystemExit(f"{mode} failed (rc {result['rc']}); last lines of {log}:\n{tail}")
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_}/{args.repeat}: {mode} ...", end=" ", flush=True)
                 result = measure(mode, src, outputs[mode], log)
                 runs[mode].append(result)
-                print(f"{result['wall_s']:.1f}s, peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
+                print(f"{result['wall_s']:.1f}s, CPU {result['cpu_s']:.1f}s, peak RSS "
+                      f"{result['peak_rss_mib']:.0f} MiB", flush=True)
                 if mode == "cp" or round_ < args.repeat:
                     outputs[mode].unlink()
                 else:
@@ -368,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 path.unlink(missing_ok=True)
     results = {mode: {"wall_s": statistics.median(r["wall_s"] for r in rs),
                       "walls": [r["wall_s"] for r in rs],
+                      "cpu_s": statistics.median(r["cpu_s"] for r in rs),
                       "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)} for mode, rs in runs.items()}
     _report(results, size, largest, arch, config, check)
     return 0
@@ -378,10 +381,12 @@ def _report(results: dict, size: int, largest: int, arch: RingMoEArch, config: s
     print(f"input: {size / 1e9:.2f} GB RingMoE .ckpt ({config}: embed_dim {arch.embed_dim}, "
           f"depths {list(arch.depths)}), largest converted tensor {largest / MiB:.0f} MiB; "
           f"{os.cpu_count()} CPUs")
-    print(f"{'path':<13}{'wall s':>9}{'MB/s':>9}{'peak RSS MiB':>14}   runs (s)")
+    # CPU s: user + system time of the process tree (median); above wall s means it used both cores.
+    print(f"{'path':<13}{'wall s':>9}{'MB/s':>9}{'CPU s':>8}{'peak RSS MiB':>14}   runs (s)")
     for mode, r in results.items():
         walls = " ".join(f"{w:.1f}" for w in r["walls"])
-        print(f"{mode:<13}{r['wall_s']:>9.1f}{size / 1e6 / r['wall_s']:>9.0f}{r['peak_rss_mib']:>14.0f}   {walls}")
+        print(f"{mode:<13}{r['wall_s']:>9.1f}{size / 1e6 / r['wall_s']:>9.0f}{r['cpu_s']:>8.1f}"
+              f"{r['peak_rss_mib']:>14.0f}   {walls}")
     print(check)
     st = results.get("safetensors")
     if st is None:

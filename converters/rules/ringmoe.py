@@ -25,24 +25,20 @@ def transpose(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.T)
 
 
-def experts_transpose(a: np.ndarray) -> np.ndarray:
-    """Stacked expert weights [E, in, out] -> [E, out, in]."""
-    return np.ascontiguousarray(a.transpose(0, 2, 1))
-
-
 def experts_bias(a: np.ndarray) -> np.ndarray:
     """Stacked expert bias [1, E, 1, out] -> [E, out]."""
     return np.ascontiguousarray(a.reshape(a.shape[1], a.shape[3]))
 
 
-TRANSFORMS = {f.__name__: f for f in (identity, transpose, experts_transpose, experts_bias)}
+TRANSFORMS = {f.__name__: f for f in (identity, transpose, experts_bias)}
 
 
 def _experts(src: str, dst: str) -> list[tuple[str, str, str]]:
+    # Stacked expert weights stay [E, in, out]: the twin's StackedLinear uses MindSpore's layout.
     return [
-        (rf"{BLOCK}\.mlp\.{src}\.mapping\.weight", f"{T_BLOCK}.ffn.{dst}.fc1.weight", "experts_transpose"),
+        (rf"{BLOCK}\.mlp\.{src}\.mapping\.weight", f"{T_BLOCK}.ffn.{dst}.fc1.weight", "identity"),
         (rf"{BLOCK}\.mlp\.{src}\.mapping\.bias", f"{T_BLOCK}.ffn.{dst}.fc1.bias", "experts_bias"),
-        (rf"{BLOCK}\.mlp\.{src}\.projection\.weight", f"{T_BLOCK}.ffn.{dst}.fc2.weight", "experts_transpose"),
+        (rf"{BLOCK}\.mlp\.{src}\.projection\.weight", f"{T_BLOCK}.ffn.{dst}.fc2.weight", "identity"),
         (rf"{BLOCK}\.mlp\.{src}\.projection\.bias", f"{T_BLOCK}.ffn.{dst}.fc2.bias", "experts_bias"),
     ]
 
