@@ -282,7 +282,10 @@ def _run(args: argparse.Namespace) -> int:
     _set_data_root(cfg, data_root.resolve())
     if spec.prepare is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
-        spec.prepare(cfg, data_root.resolve(), work_dir)
+        try:
+            spec.prepare(cfg, data_root.resolve(), work_dir)
+        except (ValueError, OSError) as err:  # data that does not have the task's layout
+            raise BadInput(f"{data_root}: {err}") from None
 
     # Identity of the run: the resolved config (before the resume switch), weights and seed.
     cfg_hash = results.config_hash(cfg.pretty_text)

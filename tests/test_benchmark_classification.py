@@ -102,6 +102,15 @@ def test_wrong_class_folders_are_refused(data, tmp_path):
         list_images(tmp_path, ["Airport", "Beach"])
 
 
+def test_a_data_root_without_the_class_folders_is_one_line_exit_2(tiny_converted, data, tmp_path, capsys):
+    args = ["--task", "classification", "--checkpoint", str(tiny_converted), "--work-dir", str(tmp_path / "wd"),
+            "--data-root", str(data / "aid"), "--results", str(tmp_path / "results.csv")]  # AID for an NWPU config
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("run: error:") and "missing" in err and "\n" not in err
+    assert not (tmp_path / "results.csv").exists()
+
+
 def _config(name: str):
     from mmengine.config import Config
 

@@ -22,7 +22,9 @@ class TaskSpec:
     fit_heads: (cfg, backbone output widths) -> None; sizes necks/heads to the backbone.
     demo_data: (data dir) -> dataset root; writes demo data in the real on-disk format.
     prepare: (cfg, data root, work dir) -> None; called after the data root is set, before the
-        run's identity is hashed (e.g. writes seeded train/val splits into the work dir).
+        run's identity is hashed (e.g. writes seeded train/val splits into the work dir). It
+        raises ValueError (or OSError) for data it cannot use: the runner reports that in one
+        line with exit code 2.
     backbone: dotted path of the backbone inside ``cfg.model`` and inside the built model
         (``backbone``; a tracker's is ``detector.backbone``).
     """
