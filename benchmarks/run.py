@@ -16,7 +16,7 @@ Examples:
 
   # real data (mmseg's converted Potsdam layout), a longer schedule, another seed
   python benchmarks/run.py --task segmentation --checkpoint giant.pth --data-root data/potsdam \\
-      --cfg-options train_cfg.max_iters=80000 train_dataloader.batch_size=8 --seed 1
+      --iters 80000 --cfg-options train_dataloader.batch_size=8 --seed 1
 
   # continue an interrupted run from its work dir (a finished identical run is skipped)
   python benchmarks/run.py --task segmentation --checkpoint ringmoe_tiny.pth --resume
@@ -91,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "work_dirs/<task>/<config stem>)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config entries, mmengine style: a.b=1 c=[1,2] d=\"(1,2)\"")
+    parser.add_argument("--iters", type=int, metavar="N",
+                        help="train for N iterations: the config's max_iters, and every scheduler end, "
+                        "validation and checkpoint interval equal to it, become N; milestones scale with it "
+                        "(setting train_cfg.max_iters alone would leave the lr schedule at the demo length)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's randomness.seed, else 0)")
     parser.add_argument("--results", default="results/results.csv", help="results table (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the "
@@ -110,6 +114,47 @@ def _cfg_options(items: list[str]) -> dict:
 
 
 # ---- config --------------------------------------------------------------------------------
+def set_iterations(cfg, iters: int) -> None:
+    """Stretch (or shrink) an iteration-based schedule to ``iters`` iterations.
+
+    What equals the config's ``max_iters`` (scheduler ends, the validation and checkpoint
+    intervals) becomes ``iters``; scheduler milestones scale in proportion; shorter lengths
+    such as a warm-up are kept, capped at ``iters``. A scheduler left with nothing to do
+    (begin >= end, a warm-up that fills the whole run) is removed.
+    """
+    loop = cfg.get("train_cfg") or {}
+    if loop.get("type") != "IterBasedTrainLoop" or "max_iters" not in loop:
+        raise BadInput("--iters needs an IterBasedTrainLoop config with max_iters; set the schedule "
+                       "with --cfg-options instead")
+    if iters < 1:
+        raise BadInput(f"--iters must be positive, got {iters}")
+    old = loop.max_iters
+
+    def fit(value: int) -> int:
+        return iters if value >= old else min(value, iters)
+
+    loop.max_iters = iters
+    if "val_interval" in loop:
+        loop.val_interval = fit(loop.val_interval)
+    schedulers = cfg.get("param_scheduler") or []
+    kept = []
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        if not scheduler.get("by_epoch", True):  # epoch-based ones are not measured in iterations
+            for key in ("begin", "end"):
+                if key in scheduler:
+                    scheduler[key] = fit(scheduler[key])
+            if "milestones" in scheduler:
+                scheduler.milestones = [max(1, round(m * iters / old)) for m in scheduler.milestones]
+            if scheduler.get("begin", 0) >= scheduler.get("end", iters):
+                continue
+        kept.append(scheduler)
+    if schedulers:
+        cfg.param_scheduler = kept
+    checkpoint = (cfg.get("default_hooks") or {}).get("checkpoint")
+    if checkpoint and not checkpoint.get("by_epoch", True) and "interval" in checkpoint:
+        checkpoint.interval = fit(checkpoint.interval)
+
+
 def _fill_from_meta(cfg, backbone, meta: dict | None, options: dict) -> None:
     """Architecture and modality list from the checkpoint meta, unless the config sets them."""
     if meta is not None:
@@ -249,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = Config.fromfile(str(config))
     cfg.merge_from_dict(options)
+    if args.iters is not None:
+        set_iterations(cfg, args.iters)
     backbone_cfg = _attr_path(cfg.model, spec.backbone)
     init_cfg = backbone_cfg.get("init_cfg") or {}
     checkpoint = args.checkpoint or init_cfg.get("checkpoint")

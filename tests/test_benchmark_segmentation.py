@@ -16,7 +16,7 @@ from benchmarks.run import main
 REPO = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(REPO / "benchmarks" / "run.py")]
 # Two iterations, no worker processes: the whole pipeline, as fast as it goes on a CPU.
-SHORT = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.num_workers=0",
+SHORT = ["--iters", "2", "--cfg-options", "train_dataloader.num_workers=0",
          "train_dataloader.persistent_workers=False", "val_dataloader.num_workers=0",
          "val_dataloader.persistent_workers=False"]
 
@@ -62,7 +62,8 @@ def test_resume_skips_a_finished_identical_run(seg_run, capsys):
 
 def test_resume_continues_an_interrupted_run(seg_run, capsys):
     """A longer schedule in the same work dir picks up the saved iteration-2 Runner checkpoint."""
-    args = [a if a != "train_cfg.max_iters=2" else "train_cfg.max_iters=3" for a in seg_run["args"]]
+    args = list(seg_run["args"])
+    args[args.index("--iters") + 1] = "3"
     assert main([*args, "--resume"]) == 0
     logs = sorted(seg_run["work_dir"].glob("*/*.log"))
     assert any("resumed epoch: 0, iter: 2" in log.read_text() for log in logs)
@@ -125,3 +126,26 @@ def test_help_explains_the_options_without_heavy_imports():
              "print(sorted({'torch', 'mmengine', 'mmseg', 'mindspore'} & set(sys.modules)))")
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert heavy.stdout.strip() == "[]", "argument parsing must not import heavy frameworks"
+
+
+def test_iters_stretches_the_whole_schedule():
+    from mmengine.config import Config
+
+    from benchmarks.run import set_iterations
+
+    cfg = Config.fromfile(str(REPO / "configs/benchmarks/segmentation/upernet_ringmoe_tiny_potsdam.py"))
+    set_iterations(cfg, 80000)
+    assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == 80000
+    assert cfg.default_hooks.checkpoint.interval == 80000
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.begin, warmup.end) == (0, 5)  # the warm-up keeps its length
+    assert (poly.begin, poly.end) == (5, 80000)  # the decay ends with the run, not at the demo's 50
+
+    set_iterations(cfg, 3)  # shorter than the warm-up: the decay has nothing left to do
+    assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == [("LinearLR", 0, 3)]
+
+
+def test_iters_refuses_an_epoch_based_config(capsys):
+    assert main(["--task", "segmentation", "--checkpoint", "none", "--iters", "10",
+                 "--cfg-options", "train_cfg.type=EpochBasedTrainLoop"]) == 2
+    assert "IterBasedTrainLoop" in capsys.readouterr().err
