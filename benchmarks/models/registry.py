@@ -1,4 +1,5 @@
-"""Register the PyTorch twin ``RingMoE`` with the OpenMMLab frameworks, so configs can name it.
+"""Register the PyTorch twin ``RingMoE`` with the OpenMMLab frameworks (mmseg, mmdet, mmpretrain,
+mmrotate), so configs can name it.
 
 Importing this module registers (it is what configs list in ``custom_imports``):
 
@@ -15,7 +16,9 @@ import importlib.util
 from benchmarks import compat  # importing benchmarks applies the torchvision shim first
 from benchmarks.models.ringmoe import RingMoE
 
-FRAMEWORKS = ("mmseg", "mmdet", "mmpretrain")
+# mmrotate 1.0.0rc1 imports only through benchmarks/compat.py's import hook, which the
+# ``from benchmarks import compat`` above has installed (``benchmarks/__init__`` applies it).
+FRAMEWORKS = ("mmseg", "mmdet", "mmpretrain", "mmrotate")
 
 
 def _register_twins() -> None:
