@@ -8,7 +8,7 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='TrackLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+visualizer = dict(type='TrackLocalVisualizer', vis_backends=vis_backends)  # unnamed: one per run
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
