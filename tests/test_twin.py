@@ -99,6 +99,15 @@ def test_a_missing_parameter_is_named(tiny_converted, tmp_path):
         load_pretrained(RingMoE(modality="optical"), broken)
 
 
+def test_a_checkpoint_of_an_outdated_converter_says_convert_again(tiny_converted, tmp_path):
+    payload = torch.load(tiny_converted, weights_only=True)
+    payload["meta"]["converter_version"] = "0.1.0"  # its expert weights were [E, out, in]
+    old = tmp_path / "old.pth"
+    torch.save(payload, old)
+    with pytest.raises(CoverageError, match="converter 0.1.0.*convert the MindSpore checkpoint again"):
+        load_pretrained(RingMoE(modality="optical"), old)
+
+
 def test_an_unknown_tensor_is_named(tiny_converted, tmp_path):
     payload = torch.load(tiny_converted, weights_only=True)
     payload["state_dict"]["layers.0.blocks.0.attn.extra"] = torch.zeros(3)

@@ -60,10 +60,18 @@ def _converted_path(path: str | Path) -> Path:
     return path
 
 
+# Converter versions whose layout this loader no longer reads (with what changed).
+_OUTDATED = {"0.1.0": "stacked expert weights were [E, out, in]; they are [E, in, out] since 0.2.0"}
+
+
 def _checked_meta(meta: dict | None, path: Path) -> dict:
     meta = meta or {}
     if meta.get("format") != CONVERTED_FORMAT or meta.get("architecture") != "ringmoe":
         raise CoverageError(f"{path} is not a converted RingMoE checkpoint (run converters/ms2torch.py)")
+    version = meta.get("converter_version")
+    if version in _OUTDATED:
+        raise CoverageError(f"{path} was converted by converter {version} ({_OUTDATED[version]}): "
+                            "convert the MindSpore checkpoint again")
     return meta
 
 
