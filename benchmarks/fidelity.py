@@ -59,12 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain-steps", type=int, default=400, help="SimMIM steps (default: %(default)s)")
     parser.add_argument("--unlabeled-images", type=int, default=192,
                         help="in-domain optical images generated for pretraining (default: %(default)s)")
+    parser.add_argument("--config", nargs="+", default=[], metavar="TASK=CONFIG",
+                        help="another config for a task, e.g. classification=configs/benchmarks/classification/"
+                        "finetune_llrd_ringmoe_tiny_nwpu.py (default: each task's default config)")
     parser.add_argument("--iters", type=int, help="downstream iterations (default: each config's schedule)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="passed to every benchmark run (same budget for both arms)")
     args = parser.parse_args(argv)
     if args.pretrain_steps < 1 or args.unlabeled_images < 1:
         parser.error("--pretrain-steps and --unlabeled-images must be positive")
+    if any("=" not in item for item in args.config):
+        parser.error("--config expects TASK=CONFIG")
+    args.config = dict(item.split("=", 1) for item in args.config)
     return args
 
 
@@ -162,32 +168,42 @@ def pretrain_and_convert(work_dir: Path, data_root: Path, steps: int) -> Path:
 ARMS = ("pretrained", "ms-init", "scratch")
 
 
-def benchmark(work_dir: Path, task: str, arm: str, checkpoint: Path | None, seed: int, iters: int | None,
-              options: list[str]) -> None:
+def benchmark(work_dir: Path, task: str, config: str | None, arm: str, checkpoint: Path | None, seed: int,
+              iters: int | None, options: list[str]) -> None:
+    protocol = protocol_name(config)
     command = ["benchmarks/run.py", "--task", task, "--checkpoint", str(checkpoint or "none"),
-               "--seed", str(seed), "--work-dir", str(work_dir / "runs" / task / f"{arm}-seed{seed}"),
+               "--seed", str(seed), "--work-dir", str(work_dir / "runs" / task / protocol / f"{arm}-seed{seed}"),
                "--results", str(work_dir / "results.csv"), "--resume"]
+    if config:
+        command += ["--config", config]
     if iters is not None:
         command += ["--iters", str(iters)]
     _call(command + (["--cfg-options", *options] if options else []))
 
 
 # ---- the comparison ------------------------------------------------------------------------
-def margins(rows: list[dict], tasks: list[str], seeds: list[int], checkpoints: dict[str, str]) -> dict:
+def protocol_name(config: str | None) -> str:
+    return Path(config).stem if config else "default"
+
+
+def margins(rows: list[dict], tasks: list[str], seeds: list[int], checkpoints: dict[str, str],
+            protocols: dict[str, str] | None = None) -> dict:
     """Per task: the primary metric of each arm and seed, the arms' means, and the pretrained
     arm's margins over the others. ``checkpoints`` maps an arm to the checkpoint path its rows
-    carry ("" for random weights).
+    carry ("" for random weights); ``protocols`` a task to its protocol name (default
+    "default"), the folder its runs' work dirs sit in (runs/<task>/<protocol>/<arm>-seed<n>).
 
     Raises ValueError when a task lacks a row for an arm and seed (a study that did not finish).
     """
     arm_of = {path: arm for arm, path in checkpoints.items()}
     out = {}
     for task in tasks:
+        protocol = (protocols or {}).get(task, "default")
         arms: dict[str, dict[int, float]] = {arm: {} for arm in checkpoints}
         metric = None
         for row in rows:
             if (row["task"] != task or row["status"] != "ok" or int(row["seed"]) not in seeds
-                    or row["checkpoint"] not in arm_of):
+                    or row["checkpoint"] not in arm_of or Path(row["work_dir"]).parent.name != protocol):
                 continue
             arms[arm_of[row["checkpoint"]]][int(row["seed"])] = float(row["primary_value"])
             metric = row["primary_metric"]
@@ -195,7 +211,7 @@ def margins(rows: list[dict], tasks: list[str], seeds: list[int], checkpoints: d
         if missing:
             raise ValueError(f"{task}: no results for {', '.join(missing)}")
         means = {arm: statistics.mean(values.values()) for arm, values in arms.items()}
-        out[task] = {"metric": metric, "values": arms, "means": means,
+        out[task] = {"protocol": protocol, "metric": metric, "values": arms, "means": means,
                      "margins": {arm: means["pretrained"] - means[arm] for arm in arms if arm != "pretrained"},
                      "seeds_won": {arm: sum(arms["pretrained"][s] > arms[arm][s] for s in seeds)
                                    for arm in arms if arm != "pretrained"},
@@ -205,11 +221,11 @@ def margins(rows: list[dict], tasks: list[str], seeds: list[int], checkpoints: d
 
 def format_margins(result: dict) -> str:
     others = [arm for arm in ARMS if arm != "pretrained"]
-    lines = [f"{'task':<16}{'metric':<22}" + "".join(f"{arm:>12}" for arm in ARMS)
+    lines = [f"{'task (protocol)':<42}{'metric':<22}" + "".join(f"{arm:>12}" for arm in ARMS)
              + "".join(f"{'vs ' + arm:>14}" for arm in others) + "  seeds won"]
     for task, r in result.items():
         won = ", ".join(f"{r['seeds_won'][a]}/{r['seeds']} vs {a}" for a in others)
-        lines.append(f"{task:<16}{r['metric']:<22}" + "".join(f"{r['means'][a]:>12.2f}" for a in ARMS)
+        lines.append(f"{task + ' (' + r['protocol'] + ')':<42}{r['metric']:<22}" + "".join(f"{r['means'][a]:>12.2f}" for a in ARMS)
                      + "".join(f"{r['margins'][a]:>+14.2f}" for a in others) + f"  {won}")
     return "\n".join(lines)
 
@@ -233,9 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         for seed in args.seeds:
             for arm, checkpoint in checkpoints.items():
-                benchmark(work_dir, task, arm, checkpoint, seed, args.iters, args.cfg_options)
+                benchmark(work_dir, task, args.config.get(task), arm, checkpoint, seed, args.iters,
+                          args.cfg_options)
     paths = {arm: str(path) if path else "" for arm, path in checkpoints.items()}
-    result = margins(results.read_rows(work_dir / "results.csv"), args.tasks, args.seeds, paths)
+    protocols = {task: protocol_name(args.config.get(task)) for task in args.tasks}
+    result = margins(results.read_rows(work_dir / "results.csv"), args.tasks, args.seeds, paths, protocols)
     report = {"pretrain_steps": args.pretrain_steps, "unlabeled_images": args.unlabeled_images,
               "checkpoints": paths, "iters": args.iters, "cfg_options": args.cfg_options,
               "tasks": result}
