@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="benchmark tasks (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="downstream seeds (default: %(default)s)")
     parser.add_argument("--pretrain-steps", type=int, default=400, help="SimMIM steps (default: %(default)s)")
+    parser.add_argument("--pretrain-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="passed to pretrain/train.py --cfg-options, e.g. optim.lr=1e-4")
     parser.add_argument("--unlabeled-images", type=int, default=192,
                         help="in-domain optical images generated for pretraining (default: %(default)s)")
     parser.add_argument("--config", nargs="+", default=[], metavar="TASK=CONFIG",
@@ -150,17 +152,21 @@ def initial_checkpoint(work_dir: Path) -> Path:
     return converted
 
 
-def pretrain_and_convert(work_dir: Path, data_root: Path, steps: int) -> Path:
-    converted = work_dir / "ringmoe_tiny_pretrained.pth"
+def pretrain_and_convert(work_dir: Path, data_root: Path, steps: int, options: list[str]) -> Path:
+    """Pretrain (or resume) and convert; one folder per number of steps and set of options."""
+    import hashlib
+
+    name = f"{steps}steps" + (f"-{hashlib.sha256(' '.join(options).encode()).hexdigest()[:8]}" if options else "")
+    converted = work_dir / f"ringmoe_tiny_pretrained_{name}.pth"
     if converted.is_file():
         return converted
-    pre = work_dir / "pretrain"
+    pre = work_dir / f"pretrain_{name}"
     ckpt = pre / f"ringmoe-tiny-step{steps}.ckpt"
     if not ckpt.is_file():
         resume = ["--resume"] if any(pre.glob("ringmoe-tiny-step*.ckpt")) else []
         _call(["pretrain/train.py", "--config", "configs/pretrain/tiny.py", "--work-dir", str(pre), *resume,
                "--cfg-options", f"train.steps={steps}", f"train.save_interval={max(1, steps // 4)}",
-               f"data.root={data_root}"])
+               f"data.root={data_root}", *options])
     _call(["converters/ms2torch.py", str(ckpt), "-o", str(converted), "--arch", "tiny"])
     return converted
 
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     data_root = pretraining_data(work_dir, args.tasks, args.unlabeled_images, get_arch("tiny").img_size)
-    checkpoints = {"pretrained": pretrain_and_convert(work_dir, data_root, args.pretrain_steps),
+    checkpoints = {"pretrained": pretrain_and_convert(work_dir, data_root, args.pretrain_steps, args.pretrain_options),
                    "ms-init": initial_checkpoint(work_dir), "scratch": None}
     for task in args.tasks:
         for seed in args.seeds:
@@ -254,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = {arm: str(path) if path else "" for arm, path in checkpoints.items()}
     protocols = {task: protocol_name(args.config.get(task)) for task in args.tasks}
     result = margins(results.read_rows(work_dir / "results.csv"), args.tasks, args.seeds, paths, protocols)
-    report = {"pretrain_steps": args.pretrain_steps, "unlabeled_images": args.unlabeled_images,
+    report = {"pretrain_steps": args.pretrain_steps, "pretrain_options": args.pretrain_options,
+              "unlabeled_images": args.unlabeled_images,
               "checkpoints": paths, "iters": args.iters, "cfg_options": args.cfg_options,
               "tasks": result}
     with atomic_write(work_dir / "fidelity.json", "w") as f:

@@ -22,6 +22,7 @@ that no rule explains, a tensor the model needs that the file lacks). Nothing is
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -174,9 +175,12 @@ class VerificationFailed(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from converters.util import ConversionError, start_sha256
+
+    if not args.mindcv and os.path.isfile(args.src):
+        start_sha256(args.src)  # read and hash the source while the heavy imports below run
     from converters.ckpt_io import CheckpointError
     from converters.ringmoe import default_report_path, open_source, plan, write_report
-    from converters.util import ConversionError
 
     start = time.perf_counter()
     if args.mindcv:

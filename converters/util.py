@@ -1,12 +1,16 @@
-"""Small shared pieces of the converters: the user-facing error and atomic file writing."""
+"""Small shared pieces of the converters: the user-facing error, atomic writes, file hashes."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
 import tempfile
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Iterator
+
+_HASH_CHUNK = 16 << 20  # large reads: the hashing thread needs the GIL once per chunk only
 
 
 class ConversionError(Exception):
@@ -35,9 +39,47 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def _hash_key(path: str | Path) -> tuple[str, int, int]:
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+_started: dict[tuple[str, int, int], Future] = {}
+
+
+def _sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while count := f.readinto(buffer):
+            digest.update(view[:count])  # hashlib releases the GIL for large buffers
     return digest.hexdigest()
+
+
+def start_sha256(path: str | Path) -> None:
+    """Begin hashing ``path`` in a background thread; :func:`sha256_file` then takes that result.
+
+    The converter CLI calls this first thing, so the source is read (and its hash computed)
+    while Python imports torch and plans the conversion: the hash costs no extra wall time, and
+    the conversion then reads the file from the page cache.
+    """
+    key = _hash_key(path)
+    if key in _started:
+        return
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(_sha256(path))
+        except BaseException as exc:  # reported by whoever asks for the hash
+            future.set_exception(exc)
+
+    _started[key] = future
+    threading.Thread(target=run, daemon=True, name="sha256").start()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (the one :func:`start_sha256` began, if the file is unchanged)."""
+    future = _started.pop(_hash_key(path), None)
+    return future.result() if future is not None else _sha256(path)

@@ -150,7 +150,11 @@ class ModalMoE(nn.Module):
 
 # ---- attention ---------------------------------------------------------------------------
 def relative_position_index(window: int) -> torch.Tensor:
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    # Always computed on the CPU, also inside a ``torch.device("meta")`` block: the converter
+    # builds the twin on the meta device for its shapes, and index arithmetic on meta tensors
+    # makes torch import its reference decompositions (2 s, most of a small conversion).
+    arange = torch.arange(window, device="cpu")
+    coords = torch.stack(torch.meshgrid(arange, arange, indexing="ij"))
     coords = coords.flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]

@@ -6,8 +6,9 @@ record with bounded memory, then measures, each in a fresh process with the inpu
 cache evicted first:
 
   cp           cp of the .ckpt to the same disk, then fsync (the I/O floor)
-  safetensors  our streaming conversion: plan + Plan.tensors() + write_safetensors
-  pth          our streaming conversion to the mmengine .pth (write_pth)
+  safetensors  python converters/ms2torch.py SRC -o OUT --format safetensors (the CLI itself,
+               in-process: start-up, torch import, planning, hashing, report included)
+  pth          the same with --format pth
   mindspore    mindspore.load_checkpoint, rename/transform by the same rules, torch.save
 
 Reports wall time, throughput (input bytes / wall time), peak RSS, and the targets:
@@ -174,14 +175,13 @@ def write_fake_checkpoint(path: Path, arch: RingMoEArch, config: str, seed: int 
 def _child(mode: str, src: str, out: str) -> None:
     """The work of one measurement (runs in its own process)."""
     if mode == "safetensors" or mode == "pth":
-        from converters.ringmoe import open_source, plan
-        from converters.writers import write_plan
+        from converters.ms2torch import main as convert
 
-        source = open_source(src)
-        try:
-            write_plan(plan(source), out, mode)
-        finally:
-            source.close()
+        report = f"{out}.report.json"
+        code = convert([src, "-o", out, "--format", mode, "--report", report])
+        Path(report).unlink(missing_ok=True)
+        if code:
+            raise SystemExit(code)
     elif mode == "mindspore":
         import mindspore as ms
         import numpy as np
