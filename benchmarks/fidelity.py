@@ -177,8 +177,10 @@ ARMS = ("pretrained", "ms-init", "scratch")
 def benchmark(work_dir: Path, task: str, config: str | None, arm: str, checkpoint: Path | None, seed: int,
               iters: int | None, options: list[str]) -> None:
     protocol = protocol_name(config)
+    # One work dir per checkpoint: --resume must never continue another checkpoint's run.
+    label = checkpoint.stem.replace("ringmoe_tiny_", "") if checkpoint else arm
     command = ["benchmarks/run.py", "--task", task, "--checkpoint", str(checkpoint or "none"),
-               "--seed", str(seed), "--work-dir", str(work_dir / "runs" / task / protocol / f"{arm}-seed{seed}"),
+               "--seed", str(seed), "--work-dir", str(work_dir / "runs" / task / protocol / f"{label}-seed{seed}"),
                "--results", str(work_dir / "results.csv"), "--resume"]
     if config:
         command += ["--config", config]

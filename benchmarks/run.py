@@ -266,6 +266,27 @@ def checkpoint_sha256(path: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
+def _claim_work_dir(work_dir: Path, identity: dict, resume: bool) -> None:
+    """Record whose run a work dir holds; refuse to resume another one's Runner checkpoints.
+
+    mmengine's resume loads the latest checkpoint in the work dir whatever it came from, so
+    resuming with another pretrained checkpoint (or task, or seed) would silently continue the
+    other run's weights. A longer schedule for the same weights and seed may resume.
+    """
+    from converters.util import atomic_write
+
+    record = work_dir / "run_identity.json"
+    if resume and record.is_file():
+        held = json.loads(record.read_text())
+        if held != identity:
+            changed = ", ".join(k for k in identity if held.get(k) != identity[k])
+            raise BadInput(f"--resume: {work_dir} holds a run with another {changed}; use another "
+                           "--work-dir (or drop --resume to start over there)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(record, "w") as f:
+        json.dump(identity, f)
+
+
 def _number(value) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value  # strict JSON has no NaN
@@ -342,10 +363,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run: {run_id} is already in {args.results}: skipped (finished identical run)")
         return 0
     cfg.resume = args.resume
+    _claim_work_dir(work_dir, {"task": args.task, "checkpoint_sha256": ckpt_sha, "seed": seed}, args.resume)
 
     from mmengine.runner import Runner
 
-    work_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner.from_cfg(cfg)
     recorder = _recorder(work_dir, checkpoint, spec.backbone)
     runner.register_hook(recorder)

@@ -149,3 +149,12 @@ def test_iters_refuses_an_epoch_based_config(capsys):
     assert main(["--task", "segmentation", "--checkpoint", "none", "--iters", "10",
                  "--cfg-options", "train_cfg.type=EpochBasedTrainLoop"]) == 2
     assert "IterBasedTrainLoop" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_work_dir_of_other_weights(seg_run, capsys):
+    """mmengine would resume whatever checkpoint the work dir holds: another run's weights."""
+    args = list(seg_run["args"])
+    args[args.index("--checkpoint") + 1] = "none"
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with another checkpoint_sha256" in err and err.count("\n") == 1
