@@ -68,7 +68,8 @@ import importlib
 import mmcv._ext  # noqa: F401  an ops-less mmcv build must never pass silently
 from benchmarks import compat
 compat.apply()
-for name in ("torch", "numpy", "mindspore", "mmengine", "mmcv", "mmpretrain", "mmseg", "mmdet"):
+for name in ("torch", "numpy", "mindspore", "mmengine", "mmcv", "mmpretrain", "mmseg", "mmdet", "mmrotate",
+             "trackeval", "lap"):
     mod = importlib.import_module(name)
     print(f"  {name:12s} {getattr(mod, '__version__', '?')}")
 EOF

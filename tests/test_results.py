@@ -144,11 +144,19 @@ def test_format_table() -> None:
     assert format_table([]) == "(no results)"
 
 
-def test_hash_helpers(tmp_path: Path) -> None:
+def test_hash_helpers(tmp_path: Path, monkeypatch) -> None:
+    from converters import util
+
     blob = tmp_path / "weights.bin"
     data = bytes(range(256)) * 5000
     blob.write_bytes(data)
-    assert sha256_file(blob, chunk=1000) == hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(util, "_HASH_CHUNK", 1000)  # many reads, one of them short
+    assert sha256_file(blob) == hashlib.sha256(data).hexdigest()
+    util.start_sha256(blob)  # hashed in the background, taken by the next sha256_file
+    assert sha256_file(blob) == hashlib.sha256(data).hexdigest()
+    util.start_sha256(blob)
+    blob.write_bytes(data[:-1])  # changed since: hashed again, not taken from the background
+    assert sha256_file(blob) == hashlib.sha256(data[:-1]).hexdigest()
     assert config_hash("model = dict()") == hashlib.sha256(b"model = dict()").hexdigest()[:16]
     assert len(config_hash("")) == 16
 
