@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from benchmarks.datasets.dior import build_atomically
+from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
 GENERATOR_VERSION = 1

@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import errno
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
 GENERATOR_VERSION = 1
@@ -272,55 +270,19 @@ def _validate(num_seqs: int, num_frames: int, size: int, seed: int) -> None:
         raise ValueError(f"seed must be >= 0 (numpy SeedSequence), got {seed}")
 
 
-def _is_complete(root: Path, params: dict[str, object]) -> bool:
-    """True when root holds a finished dataset generated with exactly these parameters."""
-    try:
-        marker = json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    if marker != params:
-        return False
-    frames = [f"{k + 1:06d}.jpg" for k in range(int(params["num_frames"]))]
+def _expected_files(params: dict[str, object]) -> list[Path]:
+    files = []
     for index in range(int(params["num_seqs"])):
-        seq = root / "train" / sequence_name(index)
-        if not (seq / "gt" / "gt.txt").is_file() or not (seq / "seqinfo.ini").is_file():
-            return False
-        if not all((seq / "img1" / f).is_file() for f in frames):
-            return False
-    return True
+        seq = Path("train", sequence_name(index))
+        files += [seq / "gt" / "gt.txt", seq / "seqinfo.ini"]
+        files += [seq / "img1" / f"{k + 1:06d}.jpg" for k in range(int(params["num_frames"]))]
+    return files
 
 
-def _refuse_foreign(root: Path) -> None:
-    """Never replace something this generator did not write (for instance real AIR-MOT)."""
-    if not root.exists() and not root.is_symlink():
-        return
-    if not root.is_dir() or root.is_symlink():
-        raise FileExistsError(f"{root} exists and is not a directory; refusing to replace it")
-    if any(root.iterdir()) and not (root / MARKER_NAME).is_file():
-        raise FileExistsError(
-            f"{root} is not empty and has no {MARKER_NAME}: it was not written by this generator "
-            "(a real dataset?), so it is left alone. Pick another --root.")
-
-
-def _publish(staging: Path, root: Path, params: dict[str, object]) -> None:
-    """Rename the finished staging dir to root (atomic); replace an older synthetic dataset."""
-    for _ in range(5):
-        try:
-            os.rename(staging, root)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        if _is_complete(root, params):
-            return  # another process published the same dataset meanwhile
-        _refuse_foreign(root)
-        graveyard = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        try:
-            os.rename(root, graveyard / "old")
-        except FileNotFoundError:
-            pass  # someone else moved it already; retry
-        shutil.rmtree(graveyard, ignore_errors=True)
-    raise RuntimeError(f"could not publish the dataset at {root}: it keeps changing under us")
+def _write_dataset(target: Path, params: dict[str, object]) -> None:
+    for index in range(int(params["num_seqs"])):
+        write_sequence(target / "train" / sequence_name(index), int(params["seed"]), index,
+                       int(params["num_frames"]), int(params["size"]))
 
 
 def generate_airmot(root: str | Path, num_seqs: int = 3, num_frames: int = 24, size: int = 256,
@@ -334,20 +296,7 @@ def generate_airmot(root: str | Path, num_seqs: int = 3, num_frames: int = 24, s
     root = Path(root)
     _validate(num_seqs, num_frames, size, seed)
     params = _params(num_seqs, num_frames, size, seed)
-    if _is_complete(root, params):
-        return root
-    _refuse_foreign(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; the published dataset should be readable
-    try:
-        for index in range(num_seqs):
-            write_sequence(staging / "train" / sequence_name(index), seed, index, num_frames, size)
-        (staging / MARKER_NAME).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-        _publish(staging, root, params)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # no-op once renamed
-    return root
+    return build_atomically(root, MARKER_NAME, params, _expected_files, _write_dataset)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -455,16 +404,12 @@ def mot_to_cocovideo(root: str | Path, folder: str = "train", frames: str = "all
 
 def write_json_atomic(data: dict, path: str | Path) -> Path:
     """Write JSON through a temp file in the same directory and rename it into place."""
+    from converters.util import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "w") as f:
+        json.dump(data, f)
     return path
 
 

@@ -29,16 +29,13 @@ Everything is a function of (seed, split, index): the same arguments give identi
 from __future__ import annotations
 
 import argparse
-import errno
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
 GENERATOR_VERSION = 1
@@ -305,29 +302,8 @@ def _expected_files(params: dict[str, object]) -> list[Path]:
     return files
 
 
-def _is_complete(root: Path, params: dict[str, object]) -> bool:
-    """True when root holds a finished dataset generated with exactly these parameters."""
-    try:
-        marker = json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker == params and all((root / f).is_file() for f in _expected_files(params))
-
-
-def _refuse_foreign(root: Path) -> None:
-    """Never replace something this generator did not write (for instance a real dataset)."""
-    if not root.exists() and not root.is_symlink():
-        return
-    if not root.is_dir() or root.is_symlink():
-        raise FileExistsError(f"{root} exists and is not a directory; refusing to replace it")
-    if any(root.iterdir()) and not (root / MARKER_NAME).is_file():
-        raise FileExistsError(
-            f"{root} is not empty and has no {MARKER_NAME}: it was not written by this generator "
-            "(a real dataset?), so it is left alone. Pick another --root.")
-
-
 def _write_dataset(target: Path, params: dict[str, object]) -> None:
-    """Write all crops under target, then the marker last (its presence means complete)."""
+    """Write all crops under target (build_atomically adds the marker and publishes)."""
     size, seed = int(params["size"]), int(params["seed"])
     for split in _SPLITS:
         (target / "img_dir" / split).mkdir(parents=True)
@@ -336,33 +312,6 @@ def _write_dataset(target: Path, params: dict[str, object]) -> None:
             image, label = synthesize_crop(seed, split, index, size)
             Image.fromarray(image).save(target / "img_dir" / split / name, format="PNG")
             Image.fromarray(label).save(target / "ann_dir" / split / name, format="PNG")
-    (target / MARKER_NAME).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-
-
-def _publish(staging: Path, root: Path, params: dict[str, object]) -> None:
-    """Move the finished staging dir to root in one rename, replacing an older synthetic dataset.
-
-    rename() of a directory is atomic and refuses a non-empty target, so a concurrent generator
-    that published first is detected rather than overwritten.
-    """
-    for _ in range(5):
-        try:
-            os.rename(staging, root)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        if _is_complete(root, params):
-            return  # another process published the same dataset meanwhile
-        _refuse_foreign(root)
-        # An older synthetic dataset (other parameters, or incomplete): move it aside, then drop it.
-        graveyard = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        try:
-            os.rename(root, graveyard / "old")
-        except FileNotFoundError:
-            pass  # someone else moved it already; just retry
-        shutil.rmtree(graveyard, ignore_errors=True)
-    raise RuntimeError(f"could not publish the dataset at {root}: it keeps changing under us")
 
 
 def generate_potsdam(root: str | Path, num_train: int = 8, num_val: int = 4, size: int = 256,
@@ -377,19 +326,7 @@ def generate_potsdam(root: str | Path, num_train: int = 8, num_val: int = 4, siz
     root = Path(root)
     _validate(num_train, num_val, size, seed)
     params = _params(num_train, num_val, size, seed)
-    if _is_complete(root, params):
-        return root
-    _refuse_foreign(root)  # fail before spending time generating
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # Staging beside root keeps the final rename on one file system, hence atomic.
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; the published dataset should be readable
-    try:
-        _write_dataset(staging, params)
-        _publish(staging, root, params)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # no-op once renamed
-    return root
+    return build_atomically(root, MARKER_NAME, params, _expected_files, _write_dataset)
 
 
 # ----------------------------------------------------------------------------- command line

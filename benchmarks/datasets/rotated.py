@@ -30,12 +30,7 @@ index): the same arguments give identical bytes.
 from __future__ import annotations
 
 import argparse
-import errno
-import json
 import math
-import os
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +38,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
 GENERATOR_VERSION = 1
@@ -297,45 +294,15 @@ def _validate(formats: Sequence[str], num_train: int, num_test: int, size: int, 
         raise ValueError(f"seed must be >= 0 (numpy SeedSequence), got {seed}")
 
 
-def _is_complete(root: Path, params: dict[str, object]) -> bool:
-    """True when root holds a finished dataset generated with exactly these parameters."""
-    try:
-        return json.loads((root / MARKER_NAME).read_text()) == params
-    except (OSError, ValueError):
-        return False
+def _write_dataset(target: Path, params: dict[str, object]) -> None:
+    for fmt in FORMATS:
+        if fmt in params["formats"]:
+            _WRITERS[fmt](target, int(params["num_train"]), int(params["num_test"]), int(params["size"]),
+                          int(params["seed"]))
 
 
-def _refuse_foreign(root: Path) -> None:
-    """Never replace something this generator did not write (for instance a real dataset)."""
-    if not root.exists() and not root.is_symlink():
-        return
-    if not root.is_dir() or root.is_symlink():
-        raise FileExistsError(f"{root} exists and is not a directory; refusing to replace it")
-    if any(root.iterdir()) and not (root / MARKER_NAME).is_file():
-        raise FileExistsError(
-            f"{root} is not empty and has no {MARKER_NAME}: it was not written by this generator "
-            "(a real dataset?), so it is left alone. Pick another --root.")
-
-
-def _publish(staging: Path, root: Path, params: dict[str, object]) -> None:
-    """Rename the finished staging dir to root (atomic), replacing an older synthetic dataset."""
-    for _ in range(5):
-        try:
-            os.rename(staging, root)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        if _is_complete(root, params):
-            return  # another process published the same dataset meanwhile
-        _refuse_foreign(root)
-        graveyard = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        try:
-            os.rename(root, graveyard / "old")
-        except FileNotFoundError:
-            pass  # someone else moved it already; retry
-        shutil.rmtree(graveyard, ignore_errors=True)
-    raise RuntimeError(f"could not publish the dataset at {root}: it keeps changing under us")
+def _no_file_list(params: dict[str, object]) -> list[Path]:
+    return []  # the marker, written after every file, is the proof of completeness
 
 
 def generate_rotated(root: str | Path, formats: Sequence[str] = FORMATS, num_train: int = 16,
@@ -349,21 +316,7 @@ def generate_rotated(root: str | Path, formats: Sequence[str] = FORMATS, num_tra
     formats = tuple(dict.fromkeys(formats))
     _validate(formats, num_train, num_test, size, seed)
     params = _params(formats, num_train, num_test, size, seed)
-    if _is_complete(root, params):
-        return root
-    _refuse_foreign(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    staging.chmod(0o755)
-    try:
-        for fmt in FORMATS:
-            if fmt in formats:
-                _WRITERS[fmt](staging, num_train, num_test, size, seed)
-        (staging / MARKER_NAME).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-        _publish(staging, root, params)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # no-op once renamed
-    return root
+    return build_atomically(root, MARKER_NAME, params, _no_file_list, _write_dataset)
 
 
 # ----------------------------------------------------------------------------- command line

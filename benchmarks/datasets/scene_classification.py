@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import errno
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
 GENERATOR_VERSION = 1
@@ -160,62 +157,19 @@ def _validate(dataset: str, per_class: int, size: int, seed: int) -> None:
         raise ValueError(f"seed must be >= 0 (numpy SeedSequence), got {seed}")
 
 
-def _is_complete(root: Path, params: dict[str, object]) -> bool:
-    """True when root holds a finished dataset generated with exactly these parameters."""
-    try:
-        marker = json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
+def _expected_files(params: dict[str, object]) -> list[Path]:
     names = file_names(str(params["dataset"]), int(params["per_class"]))
-    return marker == params and all((root / c / n).is_file() for c, files in names.items() for n in files)
-
-
-def _refuse_foreign(root: Path) -> None:
-    """Never replace something this generator did not write (for instance a real dataset)."""
-    if not root.exists() and not root.is_symlink():
-        return
-    if not root.is_dir() or root.is_symlink():
-        raise FileExistsError(f"{root} exists and is not a directory; refusing to replace it")
-    if any(root.iterdir()) and not (root / MARKER_NAME).is_file():
-        raise FileExistsError(
-            f"{root} is not empty and has no {MARKER_NAME}: it was not written by this generator "
-            "(a real dataset?), so it is left alone. Pick another --root.")
+    return [Path(c, n) for c, files in names.items() for n in files]
 
 
 def _write_dataset(target: Path, params: dict[str, object]) -> None:
-    """Write every class folder under target, then the marker last (its presence means complete)."""
+    """Write every class folder under target (build_atomically adds the marker and publishes)."""
     dataset, size, seed = str(params["dataset"]), int(params["size"]), int(params["seed"])
     for class_index, (folder, names) in enumerate(file_names(dataset, int(params["per_class"])).items()):
         (target / folder).mkdir()
         for index, name in enumerate(names):
             image = synthesize_image(seed, dataset, class_index, index, size)
             Image.fromarray(image).save(target / folder / name, format="JPEG", quality=95)
-    (target / MARKER_NAME).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-
-
-def _publish(staging: Path, root: Path, params: dict[str, object]) -> None:
-    """Move the finished staging dir to root in one rename, replacing an older synthetic dataset.
-
-    rename() of a directory is atomic and refuses a non-empty target, so a concurrent generator
-    that published first is detected rather than overwritten.
-    """
-    for _ in range(5):
-        try:
-            os.rename(staging, root)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        if _is_complete(root, params):
-            return  # another process published the same dataset meanwhile
-        _refuse_foreign(root)
-        graveyard = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        try:
-            os.rename(root, graveyard / "old")
-        except FileNotFoundError:
-            pass  # someone else moved it already; just retry
-        shutil.rmtree(graveyard, ignore_errors=True)
-    raise RuntimeError(f"could not publish the dataset at {root}: it keeps changing under us")
 
 
 def generate_scene_dataset(dataset: str, root: str | Path, per_class: int = 10, size: int = 64,
@@ -229,18 +183,7 @@ def generate_scene_dataset(dataset: str, root: str | Path, per_class: int = 10, 
     root = Path(root)
     _validate(dataset, per_class, size, seed)
     params = _params(dataset, per_class, size, seed)
-    if _is_complete(root, params):
-        return root
-    _refuse_foreign(root)  # fail before spending time generating
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; the published dataset should be readable
-    try:
-        _write_dataset(staging, params)
-        _publish(staging, root, params)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # no-op once renamed
-    return root
+    return build_atomically(root, MARKER_NAME, params, _expected_files, _write_dataset)
 
 
 def generate_nwpu_resisc45(root: str | Path, per_class: int = 10, size: int = 64, seed: int = 0) -> Path:
