@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 
-
 def is_complete(root: Path, marker_name: str, params: dict, expected: Callable[[dict], list[Path]]) -> bool:
     """True when root holds a finished dataset generated with exactly these parameters."""
     try:
