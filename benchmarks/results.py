@@ -24,32 +24,48 @@ from converters.util import sha256_file  # noqa: F401  re-exported: rows record 
 
 DEFAULT_PATH = Path("results/results.csv")
 
+SCHEMA_VERSION = 2
+"""Bumped whenever a column is added, removed or changes meaning (see SCHEMA_HISTORY)."""
+
 SCHEMA: dict[str, str] = {
     "run_id": "Unique id of the run; the resume key (a run whose id is present is skipped).",
+    "schema_version": "Version of this schema the row was written with (SCHEMA_VERSION).",
     "timestamp": "When the run finished, ISO 8601 in UTC.",
-    "task": "Downstream task, e.g. 'semseg', 'detection', 'classification'.",
-    "dataset": "Dataset name as the benchmark registry spells it, e.g. 'potsdam'.",
-    "backbone": "Backbone name, e.g. 'ringmoe-base'.",
-    "modality": "Input modality fed to the backbone, e.g. 'optical', 'sar', 'optical+sar'.",
-    "checkpoint": "Path or URI of the pretrained weights used ('' when trained from scratch).",
+    "task": "Downstream task as run.py names it, e.g. 'segmentation', 'change_detection'.",
+    "dataset": "Dataset name, e.g. 'potsdam', 'levir_cd'.",
+    "split": "The split the metrics were measured on, e.g. 'val' or 'test'.",
+    "train_ratio": "Fraction of the training set used (e.g. 0.2 for NWPU 20%); '' for the full set.",
+    "protocol": "How the backbone was trained downstream: 'finetune', 'linear_probe', 'frozen', ...",
+    "backbone": "Backbone name, e.g. 'ringmoe-tiny'; '-random-init' marks the from-scratch baseline.",
+    "modality": "Input modality fed to the backbone, e.g. 'optical', 'sar_l2'.",
+    "expert_reduction": "How the MoE was made dense for the task ('' = the full MoE).",
+    "checkpoint": "Path of the converted weights ('' when trained from scratch).",
     "checkpoint_sha256": "sha256 of the checkpoint file, hex ('' when there is none).",
-    "config_hash": "First 16 hex of the sha256 of the fully resolved config text.",
+    "config_hash": "sha256 of the fully resolved config text, hex.",
     "seed": "Random seed of the run.",
-    "metrics_json": "All final metrics as a JSON object, e.g. {\"mIoU\": 71.2, \"aAcc\": 88.0}.",
     "primary_metric": "Name of the metric the run is ranked by, e.g. 'mIoU'.",
     "primary_value": "Value of primary_metric, a number.",
+    "metrics_json": "All final metrics as a JSON object, e.g. {\"mIoU\": 71.2, \"aAcc\": 88.0}.",
     "versions_json": "Versions of the relevant packages as a JSON object (see package_versions).",
+    "host": "Name of the machine the run ran on.",
     "wall_time_s": "Wall-clock duration of the run in seconds.",
     "work_dir": "Directory holding the run's logs and checkpoints.",
     "status": "Outcome: 'ok', or 'failed' / 'timeout' with details in work_dir.",
 }
 """The table's columns, in file order, each with what it holds. Changing this is a schema change:
-existing tables with the old header are then refused, never silently rewritten."""
+bump SCHEMA_VERSION and add the old header to SCHEMA_HISTORY with a migration."""
+
+SCHEMA_HISTORY: dict[int, tuple[str, ...]] = {
+    1: ("run_id", "timestamp", "task", "dataset", "backbone", "modality", "checkpoint",
+        "checkpoint_sha256", "config_hash", "seed", "metrics_json", "primary_metric", "primary_value",
+        "versions_json", "wall_time_s", "work_dir", "status"),
+}
+"""Headers of earlier schema versions, so that an old table is recognised and can be migrated."""
 
 COLUMNS: tuple[str, ...] = tuple(SCHEMA)
 
 # What format_table shows by default; "metric" is the pseudo-column "primary_metric=value".
-TABLE_COLUMNS: tuple[str, ...] = ("task", "dataset", "backbone", "modality", "metric", "seed",
+TABLE_COLUMNS: tuple[str, ...] = ("task", "dataset", "protocol", "backbone", "modality", "metric", "seed",
                                   "wall_time_s")
 
 
@@ -90,6 +106,11 @@ def _parse(path: Path, text: str) -> list[dict[str, str]]:
     if not records:
         return []  # an empty file (e.g. created by hand) counts as an empty table
     header = tuple(records[0])
+    old = next((v for v, columns in SCHEMA_HISTORY.items() if columns == header), None)
+    if old is not None:
+        raise SchemaMismatchError(
+            f"{path} is a results table of schema version {old}; this code writes version "
+            f"{SCHEMA_VERSION}. Upgrade it in place with: python -m benchmarks.results migrate {path}")
     if header != COLUMNS:
         raise SchemaMismatchError(
             f"{path} has header {list(header)}, but this code writes {list(COLUMNS)}. Refusing to "
@@ -243,8 +264,8 @@ def format_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = TAB
 
 
 def config_hash(cfg_text: str) -> str:
-    """First 16 hex of the sha256 of a config's text: short, and enough to tell configs apart."""
-    return hashlib.sha256(cfg_text.encode("utf-8")).hexdigest()[:16]
+    """sha256 (hex) of a resolved config's text."""
+    return hashlib.sha256(cfg_text.encode("utf-8")).hexdigest()
 
 
 def package_versions(names: Sequence[str]) -> dict[str, str]:
@@ -256,3 +277,66 @@ def package_versions(names: Sequence[str]) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+# ----------------------------------------------------------------------------- migration
+
+
+def migrate(path: str | Path) -> int:
+    """Upgrade a table written with an older schema to SCHEMA_VERSION in place; returns its rows.
+
+    Columns that the old schema lacked are left empty (unknown) rather than guessed, and each
+    row keeps the version it was written with in ``schema_version``. A current table is left
+    untouched.
+    """
+    path = Path(path)
+    with _locked(path, exclusive=True):
+        text = _read_text(path)
+        records = list(csv.reader(io.StringIO(text, newline="")))
+        if not records:
+            raise SchemaMismatchError(f"{path} is empty or missing: nothing to migrate")
+        header = tuple(records[0])
+        if header == COLUMNS:
+            return len(records) - 1
+        version = next((v for v, columns in SCHEMA_HISTORY.items() if columns == header), None)
+        if version is None:
+            raise SchemaMismatchError(f"{path} has header {list(header)}, which is no known schema version")
+        lines = [_header_text()]
+        for record in records[1:]:
+            row = {c: "" for c in COLUMNS} | dict(zip(header, record)) | {"schema_version": version}
+            lines.append(_render_row(row))
+        _atomic_write(path, "".join(lines))
+        return len(records) - 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.results",
+                                     description="Inspect or upgrade a results table.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("schema", help="print the columns and what each holds")
+    show = commands.add_parser("show", help="print a table in the terminal")
+    show.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
+    upgrade = commands.add_parser("migrate", help="upgrade an older table to the current schema in place")
+    upgrade.add_argument("path")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "schema":
+            print(f"results schema version {SCHEMA_VERSION}")
+            for column, doc in SCHEMA.items():
+                print(f"  {column:18s} {doc}")
+        elif args.command == "show":
+            print(format_table(read_rows(args.path)))
+        else:
+            rows = migrate(args.path)
+            print(f"{args.path}: {rows} rows at schema version {SCHEMA_VERSION}")
+    except (SchemaMismatchError, OSError) as err:
+        print(f"results: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

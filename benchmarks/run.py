@@ -21,6 +21,12 @@ Examples:
   # continue an interrupted run from its work dir (a finished identical run is skipped)
   python benchmarks/run.py --task segmentation --checkpoint ringmoe_tiny.pth --resume
 
+  # every task, three seeds, one after another (work dirs work_dirs/<task>/<config>/<ckpt>/seed<n>)
+  python benchmarks/run.py --task all --seeds 0 1 2 --checkpoint ringmoe_tiny.pth --resume
+
+  # one run on 8 GPUs (OpenMMLab's launchers; torchrun also works on CPU, over gloo)
+  torchrun --nproc_per_node 8 benchmarks/run.py --task segmentation --checkpoint giant.pth --launcher pytorch
+
 Architecture fields that the config leaves out (embed_dim, depths, num_heads, window_size,
 patch_size, mlp_ratio, num_experts, modalities) come from the checkpoint's meta; fields the
 config (or --cfg-options) sets are kept, and a checkpoint that disagrees is a coverage error.
@@ -28,8 +34,10 @@ The data preprocessor's mean/std become the chosen modality's meta mean/std x 25
 --cfg-options sets model.data_preprocessor.mean/std.
 
 Outputs: <work_dir>/<config>.py (the resolved config), logs and checkpoints of the Runner,
-<work_dir>/coverage.json, and one row in --results. The row's run_id is a hash of the task,
-the config hash, the checkpoint's sha256 and the seed.
+<work_dir>/coverage.json, and one row in --results (schema: python -m benchmarks.results schema).
+The row's run_id is a hash of the task, the config hash, the checkpoint's sha256 and the seed;
+it is the resume key. benchmarks/report.py turns the table into tables and plots;
+benchmarks/sweep.py runs sweeps as cluster jobs.
 
 Exit codes: 0 done (or skipped under --resume); 2 bad input (unknown task, missing config,
 checkpoint or data root, a file that is not a converted checkpoint, a checkpoint that does
@@ -42,6 +50,7 @@ import hashlib
 import inspect
 import json
 import math
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -80,7 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from benchmarks.tasks import task_names  # file names only: nothing heavy is imported
 
-    parser.add_argument("--task", required=True, choices=task_names(), help="downstream task")
+    parser.add_argument("--task", required=True, nargs="+", choices=task_names() + ["all"], metavar="TASK",
+                        help=f"downstream task(s): {', '.join(task_names())}, or all. Several tasks (or "
+                        "--seeds with several seeds) run one after another, each in its own process and "
+                        "work dir (benchmarks/sweep.py runs the same sweep on a cluster)")
     parser.add_argument("--config", help="mmengine config (default: the task's, e.g. "
                         "configs/benchmarks/segmentation/upernet_ringmoe_tiny_potsdam.py)")
     parser.add_argument("--checkpoint", help="converted RingMoE .pth (converters/ms2torch.py), or 'none' "
@@ -95,7 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train for N iterations: the config's max_iters, and every scheduler end, "
                         "validation and checkpoint interval equal to it, become N; milestones scale with it "
                         "(setting train_cfg.max_iters alone would leave the lr schedule at the demo length)")
-    parser.add_argument("--seed", type=int, help="random seed (default: the config's randomness.seed, else 0)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="random seed (default: the config's randomness.seed, else 0)")
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="N", help="several seeds: one run each")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="distributed launcher, as in OpenMMLab's tools/train.py: 'pytorch' under "
+                        "torchrun, 'slurm' under srun; only rank 0 writes the results row")
     parser.add_argument("--results", default="results/results.csv", help="results table (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the "
                         "work dir; skip the run if the results already hold its run_id")
@@ -183,7 +200,8 @@ def _backbone_widths(backbone) -> list[int]:
     return [embed * 2**i for i in backbone.get("out_indices", defaults["out_indices"])]
 
 
-def _set_data_root(cfg, root: Path) -> None:
+def set_data_root(cfg, root: Path) -> None:
+    """Point every dataloader of a config at a dataset root."""
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         loader = cfg.get(name)
         if loader and "dataset" in loader:
@@ -237,7 +255,11 @@ def _recorder(work_dir: Path, checkpoint: str | None, backbone_path: str):
         def before_train(self, runner) -> None:  # after init_weights and any resume
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
             self.coverage = coverage(model, checkpoint, backbone_path)
-            (work_dir / "coverage.json").write_text(json.dumps(self.coverage, indent=1))
+            if runner.rank == 0:  # one writer, even with many processes
+                from converters.util import atomic_write
+
+                with atomic_write(work_dir / "coverage.json", "w") as f:
+                    json.dump(self.coverage, f, indent=1)
             s = self.coverage["summary"]
             line = (f"coverage: backbone {s['backbone_mapped']} loaded + {s['backbone_new']} new, "
                     f"{s['checkpoint_dropped']} checkpoint tensors dropped with reasons, heads "
@@ -293,6 +315,31 @@ def _number(value) -> float | None:
 
 
 # ---- the run -------------------------------------------------------------------------------
+def _setup_launcher(cfg, launcher: str) -> None:
+    """Distributed training as OpenMMLab's tools/train.py does it, plus CPU-only machines.
+
+    mmengine joins the processes itself on GPUs. Its 'pytorch' path calls
+    torch.cuda.set_device and gives DDP a device id, which a CPU build cannot do, so without
+    CUDA the process group is joined here over gloo (mmengine then skips its own init) and
+    DDP gets no device ids.
+    """
+    cfg.launcher = launcher
+    if launcher == "none":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if launcher != "pytorch":
+        raise BadInput(f"--launcher {launcher} needs GPUs; on a CPU machine use --launcher pytorch under torchrun")
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                 find_unused_parameters=cfg.get("find_unused_parameters", False))
+
+
 def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     from benchmarks.tasks import get_task
@@ -347,7 +394,7 @@ def _run(args: argparse.Namespace) -> int:
         data_root = spec.demo_data(work_dir.resolve().parent / "data")
     else:
         raise BadInput(f"task {args.task} has no demo data: pass --data-root")
-    _set_data_root(cfg, data_root.resolve())
+    set_data_root(cfg, data_root.resolve())
     if spec.prepare is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -365,6 +412,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg.resume = args.resume
     _claim_work_dir(work_dir, {"task": args.task, "checkpoint_sha256": ckpt_sha, "seed": seed}, args.resume)
 
+    _setup_launcher(cfg, args.launcher)
     from mmengine.runner import Runner
 
     runner = Runner.from_cfg(cfg)
@@ -375,6 +423,10 @@ def _run(args: argparse.Namespace) -> int:
     except CoverageError as err:
         raise BadInput(str(err)) from None
     metrics = recorder.metrics if recorder.metrics is not None else runner.val()
+    from mmengine.dist import get_rank
+
+    if get_rank() != 0:
+        return 0  # one row per run: rank 0 writes it
     primary = cfg.get("primary_metric", spec.metric)
     if primary not in metrics:
         raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {primary}")
@@ -383,11 +435,16 @@ def _run(args: argparse.Namespace) -> int:
     reduction = backbone_cfg.get("moe_reduction")
     row = {
         "run_id": run_id,
+        "schema_version": results.SCHEMA_VERSION,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": args.task,
         "dataset": cfg.get("dataset_name", spec.dataset),
+        "split": cfg.get("split", "val"),
+        "train_ratio": cfg.get("train_ratio", ""),
+        "protocol": cfg.get("protocol", "finetune"),
         "backbone": name + (f"-{reduction}" if reduction else "") + ("" if checkpoint else "-random-init"),
         "modality": backbone_cfg.get("modality", "optical"),
+        "expert_reduction": reduction or "",
         "checkpoint": str(checkpoint or ""),
         "checkpoint_sha256": ckpt_sha,
         "config_hash": cfg_hash,
@@ -396,6 +453,7 @@ def _run(args: argparse.Namespace) -> int:
         "primary_metric": primary,
         "primary_value": float(metrics[primary]),
         "versions_json": results.package_versions(BASE_PACKAGES + (spec.package,)),
+        "host": socket.gethostname(),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "work_dir": str(work_dir),
         "status": "ok",
@@ -407,9 +465,39 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace, tasks: list[str], seeds: list[int]) -> int:
+    """Several tasks or seeds: one run.py process per cell, one after another (benchmarks/sweep.py)."""
+    from benchmarks import sweep
+
+    if args.launcher != "none":
+        raise BadInput("--launcher runs one task and seed; start a sweep's cells separately "
+                       "(benchmarks/sweep.py slurm writes a job array that does)")
+    if len(tasks) > 1 and (args.config or args.data_root):
+        raise BadInput("--config and --data-root name one task's files; for several tasks use "
+                       "benchmarks/sweep.py plan --config TASK=CONFIG --data-root TASK=DIR")
+    if args.checkpoint is None:
+        raise BadInput("several runs need --checkpoint PATH (or none)")
+    if args.checkpoint != "none" and not Path(args.checkpoint).exists():
+        raise BadInput(f"checkpoint {args.checkpoint} does not exist")
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise BadInput(f"data root {args.data_root} is not a directory")
+    cells = sweep.plan(tasks, seeds, [args.checkpoint], results=args.results, work_root=args.work_dir or "work_dirs",
+                       configs={tasks[0]: args.config} if args.config else None,
+                       data_roots={tasks[0]: args.data_root} if args.data_root else None,
+                       iters=args.iters, cfg_options=args.cfg_options, resume=args.resume)
+    return sweep.run_local(cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        from benchmarks.sweep import expand_tasks
+
+        tasks = expand_tasks(args.task)
+        seeds = args.seeds or [args.seed]
+        if len(tasks) > 1 or len(seeds) > 1:
+            return _sweep(args, tasks, seeds)
+        args.task, args.seed = tasks[0], seeds[0]
         return _run(args)
     except BadInput as err:
         print(f"run: error: {err}", file=sys.stderr)

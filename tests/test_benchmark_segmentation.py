@@ -39,7 +39,9 @@ def test_run_writes_row_coverage_and_config(seg_run):
     metrics = json.loads(row["metrics_json"])
     assert metrics["mIoU"] == float(row["primary_value"]) and "mFscore" in metrics
     assert row["checkpoint_sha256"] == results.sha256_file(seg_run["checkpoint"])
-    assert row["seed"] == "3" and len(row["config_hash"]) == 16
+    assert row["seed"] == "3" and len(row["config_hash"]) == 64
+    assert (row["schema_version"], row["split"], row["protocol"], row["expert_reduction"]) == ("2", "val", "finetune", "")
+    assert row["host"] and row["train_ratio"] == ""
     assert set(json.loads(row["versions_json"])) == {"torch", "mmengine", "mmcv", "mmsegmentation", "numpy"}
 
     cov = json.loads((seg_run["work_dir"] / "coverage.json").read_text())

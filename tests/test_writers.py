@@ -415,3 +415,22 @@ def test_a_failing_meta_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="hashing failed"):
         write_pth(iter(tensors.items()), broken, tmp_path / "c.pth")
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_publishes_with_the_usual_mode_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    from converters.util import atomic_write
+
+    target = tmp_path / "out.json"
+    old = os.umask(0o022)
+    try:
+        with atomic_write(target, "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert target.read_text() == "{}"
+    assert target.stat().st_mode & 0o777 == 0o644  # readable by others, as open() would make it
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as f:
+            f.write("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -5,3 +5,5 @@ _base_ = ['./_base_/aid.py', './_base_/ringmoe_cls.py', './_base_/schedule_finet
 model = dict(
     backbone=dict(drop_path_rate=0.1),
     head=dict(num_classes=30))
+
+protocol = 'finetune_llrd'  # the results' protocol column: full finetune, layer-wise lr decay

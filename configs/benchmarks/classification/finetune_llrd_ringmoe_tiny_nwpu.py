@@ -5,3 +5,5 @@ _base_ = ['./_base_/nwpu_resisc45.py', './_base_/ringmoe_cls.py', './_base_/sche
 model = dict(
     backbone=dict(drop_path_rate=0.1),
     head=dict(num_classes=45))
+
+protocol = 'finetune_llrd'  # the results' protocol column: full finetune, layer-wise lr decay

@@ -6,3 +6,5 @@ _base_ = ['./_base_/aid.py', './_base_/ringmoe_cls.py', './_base_/schedule_linea
 model = dict(
     backbone=dict(frozen_stages=3, drop_path_rate=0.0),
     head=dict(num_classes=30))
+
+protocol = 'linear_probe'  # the results' protocol column

@@ -6,3 +6,5 @@ _base_ = ['./_base_/nwpu_resisc45.py', './_base_/ringmoe_cls.py', './_base_/sche
 model = dict(
     backbone=dict(frozen_stages=3, drop_path_rate=0.0),
     head=dict(num_classes=45))
+
+protocol = 'linear_probe'  # the results' protocol column

@@ -11,6 +11,7 @@
 # benchmarks/run.py points data_root at --data-root, or at generated demo data without it.
 dataset_type = 'XMLDataset'
 dataset_name = 'dior'  # the results table's dataset column
+split = 'test'  # evaluated on ImageSets/Main/test.txt (the results' split column)
 data_root = 'data/dior'
 classes = ('airplane', 'airport', 'baseballfield', 'basketballcourt', 'bridge', 'chimney', 'dam',
            'Expressway-Service-area', 'Expressway-toll-station', 'golffield', 'groundtrackfield',
