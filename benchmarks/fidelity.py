@@ -38,21 +38,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cli import Parser  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TASKS = ("classification", "detection")
 # Seeds of the unlabeled in-domain images: far from the benchmark generators' default seed 0.
 UNLABELED_SEED = 1000
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="fidelity", description=__doc__.split("\n\n")[0],
-                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="fidelity", doc=__doc__)
     parser.add_argument("--work-dir", default="work_dirs/fidelity", help="everything goes here (default: %(default)s)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="benchmark tasks (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="downstream seeds (default: %(default)s)")

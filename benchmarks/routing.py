@@ -48,18 +48,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cli import BadInput, Parser  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 FORMAT = "ringmoe-bench/routing-v1"
 PLOTS = ("load_special.png", "load_cross.png", "dropped.png")
-
-
-class BadInput(Exception):
-    """A problem with the command line or its files: reported in one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would print the usage first)
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _capacity_factor(text: str) -> float | None:
@@ -85,9 +78,7 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="routing", description=__doc__.split("\n\n")[0],
-                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="routing", doc=__doc__)
     parser.add_argument("--checkpoint", required=True, help="converted RingMoE checkpoint (converters/ms2torch.py)")
     parser.add_argument("--data-root", help="pretraining layout DIR/<modality>/*; with --task, the task's dataset root")
     parser.add_argument("--task", help="take images from this benchmark task's dataset (benchmarks/tasks/<TASK>.py)")

@@ -59,14 +59,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cli import BadInput, Parser  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 ARCH_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio", "num_experts")
 BASE_PACKAGES = ("torch", "mmengine", "mmcv", "numpy")
 RANDOM_INIT = "new: random initialisation (--checkpoint none, the baseline without pretraining)"
-
-
-class BadInput(Exception):
-    """A problem with the command line or its files: reported in one line, exit code 2."""
 
 
 # ---- tasks (benchmarks/tasks/<name>.py) ---------------------------------------------------
@@ -78,15 +76,8 @@ def _attr_path(root, dotted: str):
 
 
 # ---- command line --------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would print the usage first)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="run", description=__doc__.split("\n\n")[0],
-                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="run", doc=__doc__)
     from benchmarks.tasks import task_names  # file names only: nothing heavy is imported
 
     parser.add_argument("--task", required=True, nargs="+", choices=task_names() + ["all"], metavar="TASK",

@@ -42,7 +42,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import BadInput  # noqa: E402  one kind of bad input for both CLIs (one line, exit 2)
+from benchmarks.cli import BadInput, Parser  # noqa: E402
+
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SCRIPT = REPO / "benchmarks" / "run.py"
@@ -253,11 +254,6 @@ def submit_submitit(sweep_dir: Path, cells: list[Cell], *, cluster: str | None, 
 
 
 # ---- command line ----------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", required=True, help="task names, or 'all'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
@@ -275,10 +271,8 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="sweep", description=__doc__.split("\n\n")[0],
-                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="sweep", doc=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("plan", help="write <sweep dir>/cells.json")
     p.add_argument("--sweep-dir", required=True)
     add_plan_arguments(p)

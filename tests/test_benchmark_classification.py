@@ -45,6 +45,7 @@ def test_linear_probe_run_writes_row_coverage_and_split(linear_run):
     (row,) = results.read_rows(linear_run["results"])
     assert (row["task"], row["dataset"], row["modality"], row["status"]) == (
         "classification", "nwpu_resisc45_train10%", "optical", "ok")
+    assert (row["split"], row["train_ratio"], row["protocol"]) == ("val", "0.1", "linear_probe")
     assert row["primary_metric"] == "accuracy/top1" and math.isfinite(float(row["primary_value"]))
     metrics = json.loads(row["metrics_json"])
     assert metrics["accuracy/top1"] == float(row["primary_value"]) and "accuracy/top5" in metrics

@@ -133,7 +133,7 @@ def prepare_split(cfg, data_root: Path, work_dir: Path) -> None:
                                   classes=str((out / "classes.txt").resolve()))
     cfg.data_root = str(root)
     # In the config, hence in the run's identity: another split is another run.
-    cfg.split = dict(train_ratio=ratio, seed=seed, num_train=len(train), num_val=len(val),
+    cfg.split_record = dict(train_ratio=ratio, seed=seed, num_train=len(train), num_val=len(val),
                      sha256=digests)
     cfg.dataset_name = f"{dataset}_train{round(ratio * 100):d}%"
     apply_img_size(cfg, int(cfg.img_size))

@@ -31,7 +31,7 @@ def prepare_mot(cfg, data_root: Path, work_dir: Path) -> None:
     """Convert the MOT layout's train/val splits (``cfg.mot_split``) to CocoVideo JSON files in
     ``<work_dir>/annotations`` and point the dataloaders at them."""
     from benchmarks.datasets.mot import mot_to_cocovideo, write_json_atomic
-    from benchmarks.run import BadInput
+    from benchmarks.cli import BadInput
 
     classes = tuple(cfg.val_dataloader.dataset.metainfo["classes"])
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
