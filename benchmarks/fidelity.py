@@ -196,8 +196,12 @@ def margins(rows: list[dict], tasks: list[str], seeds: list[int], checkpoints: d
     carry ("" for random weights); ``protocols`` a task to its protocol name (default
     "default"), the folder its runs' work dirs sit in (runs/<task>/<protocol>/<arm>-seed<n>).
 
-    Raises ValueError when a task lacks a row for an arm and seed (a study that did not finish).
+    Margins are signed so that a positive one means the pretrained arm did better, also for
+    lower-is-better metrics (depth's rmse). Raises ValueError when a task lacks a row for an
+    arm and seed (a study that did not finish).
     """
+    from benchmarks.results import lower_is_better
+
     arm_of = {path: arm for arm, path in checkpoints.items()}
     out = {}
     for task in tasks:
@@ -214,9 +218,10 @@ def margins(rows: list[dict], tasks: list[str], seeds: list[int], checkpoints: d
         if missing:
             raise ValueError(f"{task}: no results for {', '.join(missing)}")
         means = {arm: statistics.mean(values.values()) for arm, values in arms.items()}
+        sign = -1.0 if lower_is_better(metric) else 1.0  # a positive margin always means "pretrained is better"
         out[task] = {"protocol": protocol, "metric": metric, "values": arms, "means": means,
-                     "margins": {arm: means["pretrained"] - means[arm] for arm in arms if arm != "pretrained"},
-                     "seeds_won": {arm: sum(arms["pretrained"][s] > arms[arm][s] for s in seeds)
+                     "margins": {arm: sign * (means["pretrained"] - means[arm]) for arm in arms if arm != "pretrained"},
+                     "seeds_won": {arm: sum(sign * (arms["pretrained"][s] - arms[arm][s]) > 0 for s in seeds)
                                    for arm in arms if arm != "pretrained"},
                      "seeds": len(seeds)}
     return out

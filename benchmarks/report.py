@@ -46,14 +46,12 @@ if __package__ in (None, ""):  # run as a script from a plain clone: make the re
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cli import Parser  # noqa: E402
+from benchmarks.results import LOWER_IS_BETTER, lower_is_better  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO / "benchmarks" / "reference" / "demo.json"
 
-# Metrics where a smaller value is better, by their last name component ('depth/rmse' -> 'rmse'):
-# the error measures of monocular depth (mmseg's DepthMetric names, and the log_10 spelling).
-LOWER_IS_BETTER = frozenset({"rmse", "rmse_log", "abs_rel", "sq_rel", "log10", "log_10", "silog"})
 
 # Runs that differ only in seed (and so in config hash and run_id) form one group.
 GROUP_KEYS = ("task", "dataset", "split", "train_ratio", "protocol", "backbone", "modality",
@@ -69,9 +67,6 @@ LOG_DIR = re.compile(r"^\d{8}_\d{6}$")  # mmengine's per-launch folder: <work_di
 class ReportError(Exception):
     """Bad input (table or reference file): reported in one line, exit code 2."""
 
-
-def lower_is_better(metric: str) -> bool:
-    return metric.rsplit("/", 1)[-1].lower() in LOWER_IS_BETTER
 
 
 def is_scratch(backbone: str) -> bool:

@@ -69,6 +69,16 @@ TABLE_COLUMNS: tuple[str, ...] = ("task", "dataset", "protocol", "backbone", "mo
                                   "wall_time_s")
 
 
+# Metrics where a smaller value is better, by their last name component ('depth/rmse' -> 'rmse'):
+# the error measures of monocular depth (mmseg's DepthMetric names, and the log_10 spelling).
+LOWER_IS_BETTER = frozenset({"rmse", "rmse_log", "abs_rel", "sq_rel", "log10", "log_10", "silog"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of this metric is better (comparisons must flip their sign)."""
+    return metric.rsplit("/", 1)[-1].lower() in LOWER_IS_BETTER
+
+
 class SchemaMismatchError(ValueError):
     """An existing table's header differs from SCHEMA (or the file is not a results table)."""
 

@@ -29,6 +29,15 @@ def test_margins_are_the_pretrained_mean_minus_each_other_arm():
         margins(rows, ["classification"], [0], ARMS, {"classification": "finetune"})
 
 
+def test_margins_of_a_lower_is_better_metric_are_flipped():
+    rows = _rows({"pretrained": [2.0, 3.0], "ms-init": [2.5, 2.5], "scratch": [4.0, 4.0]}, task="depth")
+    for row in rows:
+        row["primary_metric"] = "rmse"
+    result = margins(rows, ["depth"], [0, 1], ARMS)["depth"]
+    assert result["margins"] == {"ms-init": 0.0, "scratch": 1.5}  # 1.5 m less error: +1.5
+    assert result["seeds_won"] == {"ms-init": 1, "scratch": 2}
+
+
 def test_an_unfinished_study_names_what_is_missing():
     rows = _rows({"pretrained": [60.0, 70.0], "ms-init": [50.0], "scratch": [40.0, 40.0]})
     with pytest.raises(ValueError, match="ms-init seed 1"):
