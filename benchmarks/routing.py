@@ -165,7 +165,10 @@ def task_images(task: str, config: str | None, data_root: str | None, count: int
     if data_root:
         root = Path(data_root)
     elif spec.demo_data is not None:
-        root = spec.demo_data(Path("work_dirs", task, "data"))
+        try:
+            root = spec.demo_data(Path("work_dirs", task, "data"), cfg)
+        except ValueError as err:
+            raise BadInput(str(err)) from None
     else:
         raise BadInput(f"task {task} has no demo data: pass --data-root")
     root = root.resolve()

@@ -382,7 +382,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.data_root:
         data_root = Path(args.data_root)
     elif spec.demo_data is not None:
-        data_root = spec.demo_data(work_dir.resolve().parent / "data")
+        try:
+            data_root = spec.demo_data(work_dir.resolve().parent / "data", cfg)
+        except ValueError as err:
+            raise BadInput(str(err)) from None
     else:
         raise BadInput(f"task {args.task} has no demo data: pass --data-root")
     set_data_root(cfg, data_root.resolve())
@@ -422,7 +425,9 @@ def _run(args: argparse.Namespace) -> int:
     if primary not in metrics:
         raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {primary}")
 
-    name = f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain") else "ringmoe"
+    # A config may name its backbone (a CNN baseline is no RingMoE); else the checkpoint's arch.
+    name = cfg.get("backbone_name") or (f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain")
+                                        else "ringmoe")
     reduction = backbone_cfg.get("moe_reduction")
     row = {
         "run_id": run_id,

@@ -79,6 +79,7 @@ def test_resnet18_baseline_from_scratch(tmp_path):
     assert main(args) == 0
     (row,) = results.read_rows(tmp_path / "r.csv")
     assert row["primary_metric"] == "change/F1" and math.isfinite(float(row["primary_value"]))
+    assert row["backbone"] == "resnet18-random-init"
     cov = json.loads((tmp_path / "wd" / "coverage.json").read_text())
     assert cov["summary"]["unexplained"] == 0 and cov["summary"]["backbone_mapped"] == 0
     assert any(k.startswith("backbone.layer3.") for k in cov["new"])  # ResNet-18's third stage

@@ -65,33 +65,24 @@ def test_regression_baseline_runs(depth_run, tiny_converted, tmp_path):
 
 
 def test_potsdam_config_gets_its_own_demo_data(depth_run):
-    """The runner generates the default (Vaihingen) demo; the Potsdam config is pointed at its own,
-    whose 16-bit PNG centimetres mmseg reads as metres."""
+    """The Potsdam config gets its own demo data, whose 16-bit PNG centimetres mmseg reads as metres."""
     import benchmarks  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from benchmarks.tasks.depth import prepare_depth
+    from benchmarks.run import set_data_root
+    from benchmarks.tasks import get_task
 
     cfg = Config.fromfile(str(CONFIGS / "binsformer_ringmoe_tiny_potsdam.py"))
-    vaihingen = depth_run["data"] / "vaihingen_ndsm"
-    prepare_depth(cfg, vaihingen, depth_run["root"])
-    potsdam = Path(cfg.val_dataloader.dataset.data_root)
-    assert potsdam == (depth_run["data"] / "potsdam_ndsm").resolve()
-    assert Path(cfg.train_dataloader.dataset.data_root) == potsdam
+    potsdam = get_task("depth").demo_data(depth_run["data"], cfg)
+    assert potsdam == depth_run["data"] / "potsdam_ndsm"
+    set_data_root(cfg, potsdam)
     init_default_scope("mmseg")
     sample = DATASETS.build(cfg.val_dataloader.dataset)[0]["data_samples"]
     assert Path(sample.depth_map_path).suffix == ".png" and Path(sample.img_path).name.startswith("top_potsdam_")
     gt = sample.gt_depth_map.data
     assert gt.dtype == torch.float32 and 0.05 <= gt.min() and gt.max() < 40  # metres
-
-    real = depth_run["root"] / "real"  # no generator marker: a real dataset is left as it is
-    real.mkdir()
-    cfg = Config.fromfile(str(CONFIGS / "binsformer_ringmoe_tiny_potsdam.py"))
-    cfg.val_dataloader.dataset.data_root = str(real)
-    prepare_depth(cfg, real, depth_run["root"])
-    assert cfg.val_dataloader.dataset.data_root == str(real)
 
 
 # ---- the heads -----------------------------------------------------------------------------

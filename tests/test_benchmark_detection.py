@@ -130,19 +130,12 @@ def test_prepare_leaves_real_data_and_resolves_the_coco_ann_file(tmp_path):
     assert not (tmp_path / "hrsid").exists()  # nothing generated
 
 
-def test_prepare_swaps_demo_data_to_the_configs_dataset(small_dior, tmp_path):
-    """The runner generates DIOR demo data by default; an HRSID config gets HRSID demo data, and
-    back: a DIOR config pointed at generated HRSID gets DIOR."""
-    demo = tmp_path / "data"
-    dior_demo = generate_dior(demo / "dior", num_train=1, num_val=1, num_test=1, size=128)
-    cfg = _config("faster_rcnn_ringmoe_tiny_hrsid.py", dior_demo)
-    prepare_detection(cfg, dior_demo, tmp_path / "wd")
-    hrsid_root = (demo / "hrsid").resolve()
-    assert (hrsid_root / "annotations" / "train2017.json").is_file()
-    assert cfg.val_dataloader.dataset.data_root == str(hrsid_root) == cfg.data_root
-    cfg = _config("faster_rcnn_ringmoe_tiny_dior.py", hrsid_root)
-    prepare_detection(cfg, hrsid_root, tmp_path / "wd")
-    assert cfg.train_dataloader.dataset.data_root == str((demo / "dior").resolve())
-    cfg = _config("faster_rcnn_ringmoe_tiny_dior.py", small_dior)  # the config's own demo: untouched
-    prepare_detection(cfg, small_dior, tmp_path / "wd")
-    assert cfg.train_dataloader.dataset.data_root == str(small_dior)
+def test_demo_data_is_the_configs_dataset(tmp_path):
+    """Without --data-root each config gets the demo of its own dataset_name, beside the others."""
+    demo = get_task("detection").demo_data
+    hrsid_root = demo(tmp_path, _config("faster_rcnn_ringmoe_tiny_hrsid.py", Path("unused")))
+    assert hrsid_root == tmp_path / "hrsid" and (hrsid_root / "annotations" / "train2017.json").is_file()
+    cfg = _config("faster_rcnn_ringmoe_tiny_dior.py", Path("unused"))
+    cfg.dataset_name = "dior-r"  # a dataset this task has no generator for
+    with pytest.raises(ValueError, match="no demo data for dataset 'dior-r'"):
+        demo(tmp_path, cfg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.tasks.spec import TaskSpec
+from benchmarks.tasks.spec import TaskSpec, demo_by_dataset
 
 
 # Demo pairs are 128 px (the real tiles are 1024 / 256 px): the tiny model then learns the
@@ -31,17 +31,8 @@ def _generate_cdd(root: Path) -> Path:
     return generate_cdd(root, size=DEMO_SIZE)
 
 
-# dataset_name of a config -> (marker file of its generated demo data, generator).
-DEMOS: dict[str, tuple[str, Callable[[Path], Path]]] = {
-    "levir_cd": ("synthetic_levir_cd.json", _generate_levir_cd),
-    "cdd": ("synthetic_cdd.json", _generate_cdd),
-}
-DEFAULT_DATASET = "levir_cd"
-
-
-def levir_cd_demo(data_dir: Path) -> Path:
-    """Demo data of the default config (LEVIR-CD); ``prepare`` swaps it for another config's."""
-    return _generate_levir_cd(data_dir / DEFAULT_DATASET)
+# A config's dataset_name -> the generator of its demo data.
+DEMOS: dict[str, Callable[[Path], Path]] = {"levir_cd": _generate_levir_cd, "cdd": _generate_cdd}
 
 
 def _date_channels(backbone: Any) -> int:
@@ -82,44 +73,16 @@ def fit_cd_heads(cfg: Any, widths: list[int]) -> None:
             _two_dates(preprocessor, channels)
 
 
-def _generated_by(root: Path) -> str | None:
-    """The dataset whose demo generator wrote root, or None (real data, or another layout)."""
-    return next((name for name, (marker, _) in DEMOS.items() if (root / marker).is_file()), None)
-
-
-def _point_loaders_at(cfg: Any, root: Path) -> None:
-    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        loader = cfg.get(name)
-        if loader and "dataset" in loader:
-            loader.dataset.data_root = str(root)
-    cfg.data_root = str(root)
-
-
-def prepare_change_detection(cfg: Any, data_root: Path, work_dir: Path) -> None:
-    """Match generated demo data to the config's dataset, and check the data root's layout.
-
-    The runner generates the default (LEVIR-CD) demo when no --data-root is given; a config for
-    CDD (``dataset_name = 'cdd'``) gets its own demo beside it instead. Real data (no generator
-    marker) is never touched; a root without the train/val folders the loaders read is refused.
-    """
-    wanted = cfg.get("dataset_name", DEFAULT_DATASET)
-    found = _generated_by(data_root)
-    if found is not None and found != wanted:
-        if wanted not in DEMOS:
-            raise ValueError(f"no demo data for dataset {wanted!r}: pass --data-root")
-        generated = DEMOS[wanted][1](data_root.parent / wanted).resolve()
-        print(f"change_detection: the config reads {wanted}, {data_root} holds generated {found}: "
-              f"using generated {wanted} at {generated}", flush=True)
-        data_root = generated
-        _point_loaders_at(cfg, data_root)
+def check_layout(cfg: Any, data_root: Path, work_dir: Path) -> None:
+    """Refuse a data root without the train/val folders that the loaders read (one line, exit 2)."""
     for name in ("train_dataloader", "val_dataloader"):
         for folder in cfg[name].dataset.data_prefix.values():
             if not (data_root / folder).is_dir():
-                raise ValueError(f"missing {folder}/ (the {wanted} layout is "
+                raise ValueError(f"missing {folder}/ (the {cfg.get('dataset_name', 'levir_cd')} layout is "
                                  "{train,val,test}/{A,B,label or OUT}/)")
 
 
 SPEC = TaskSpec(
     config="configs/benchmarks/change_detection/bit_ringmoe_tiny_levir_cd.py",
     dataset="levir_cd", metric="change/F1", package="mmsegmentation",
-    fit_heads=fit_cd_heads, demo_data=levir_cd_demo, prepare=prepare_change_detection)
+    fit_heads=fit_cd_heads, demo_data=demo_by_dataset(DEMOS, "levir_cd"), prepare=check_layout)

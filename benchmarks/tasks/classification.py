@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
+from typing import Any
 
 from benchmarks.tasks.spec import TaskSpec
 
@@ -22,7 +23,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 SPLIT_DIR = "splits"
 
 
-def scene_demo(data_dir: Path) -> Path:
+def scene_demo(data_dir: Path, cfg: Any = None) -> Path:
     """Both synthetic datasets under data_dir/scene_classification/{nwpu_resisc45,aid}.
 
     The task has one demo hook for all its configs, so it writes both; ``prepare`` picks the

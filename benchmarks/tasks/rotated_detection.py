@@ -8,13 +8,14 @@ mmrotate imports through benchmarks/compat.py's shims.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks.tasks.spec import TaskSpec
 
 DEMO_DIR = "rotated_demo"
 
 
-def rotated_demo(data_dir: Path) -> Path:
+def rotated_demo(data_dir: Path, cfg: Any = None) -> Path:
     from benchmarks.datasets.rotated import generate_rotated
 
     return generate_rotated(data_dir / DEMO_DIR)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks.tasks.spec import TaskSpec
 
 
-def potsdam_demo(data_dir: Path) -> Path:
+def potsdam_demo(data_dir: Path, cfg: Any = None) -> Path:
     from benchmarks.datasets.potsdam import generate_potsdam
 
     return generate_potsdam(data_dir / "potsdam")

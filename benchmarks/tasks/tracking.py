@@ -8,11 +8,12 @@ ships); ``prepare`` converts the MOT-Challenge layout to the CocoVideo JSON that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks.tasks.spec import TaskSpec
 
 
-def airmot_demo(data_dir: Path) -> Path:
+def airmot_demo(data_dir: Path, cfg: Any = None) -> Path:
     from benchmarks.datasets.mot import generate_airmot
 
     return generate_airmot(data_dir / "airmot")

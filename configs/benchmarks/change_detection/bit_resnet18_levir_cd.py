@@ -6,6 +6,7 @@
 # date (BIT upsamples its last stage by 2 and projects to 32 channels). This config sets its
 # own widths; the task's fit_heads only sizes necks of RingMoE backbones.
 _base_ = ['./bit_ringmoe_tiny_levir_cd.py']
+backbone_name = 'resnet18'  # the results' backbone column (the runner would call it ringmoe)
 
 model = dict(
     backbone=dict(
