@@ -179,19 +179,27 @@ def group_rows(rows: Iterable[Mapping[str, str]]) -> list[Group]:
     return ordered
 
 
+def _family(backbone: str) -> str:
+    return backbone.split("-", 1)[0]
+
+
 def add_gains(groups: Sequence[Group]) -> None:
     """Set each pretrained group's gain over its scratch group (sign: positive = better).
 
-    The baseline is the scratch group with the same PAIR_KEYS and the same expert reduction,
-    else the only scratch group with those keys; with several and none of the same reduction,
-    there is no unambiguous baseline and the gain stays unset.
+    The baseline is a scratch group with the same PAIR_KEYS, narrowed while more than one is
+    left: to the same backbone family (the name before the first '-': a RingMoE is compared with
+    a random RingMoE, not with a from-scratch ResNet baseline), then to the same expert
+    reduction. If several are still left, there is no unambiguous baseline and the gain stays unset.
     """
     for group in groups:
         if group.scratch:
             continue
         candidates = [g for g in groups if g.scratch and g.pair_key == group.pair_key]
-        same = [g for g in candidates if g.key["expert_reduction"] == group.key["expert_reduction"]]
-        baseline = same[0] if len(same) == 1 else candidates[0] if len(candidates) == 1 else None
+        for same in (lambda g: _family(g.key["backbone"]) == _family(group.key["backbone"]),
+                     lambda g: g.key["expert_reduction"] == group.key["expert_reduction"]):
+            if len(candidates) > 1:
+                candidates = [g for g in candidates if same(g)] or candidates
+        baseline = candidates[0] if len(candidates) == 1 else None
         if baseline is None:
             continue
         sign = -1.0 if lower_is_better(group.key["primary_metric"]) else 1.0

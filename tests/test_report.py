@@ -76,6 +76,15 @@ def test_groups_mean_std_and_gain(table):
     assert (linear.n, linear.std, linear.gain) == (1, None, None)
 
 
+def test_the_baseline_is_the_random_backbone_of_the_same_family(tmp_path):
+    """A from-scratch ResNet baseline beside the random RingMoE: RingMoE is compared with RingMoE."""
+    table = write_table(tmp_path / "r.csv", [
+        make_row("p", 70.0), make_row("s", 60.0, **SCRATCH),
+        make_row("r", 65.0, **{**SCRATCH, "backbone": "resnet18-random-init"})])
+    pre = _groups(table)["segmentation", "finetune", "ringmoe-tiny"]
+    assert (pre.gain, pre.baseline) == (10.0, "ringmoe-random-init")
+
+
 def test_lower_is_better_flips_the_gain(table):
     assert report.lower_is_better("rmse") and report.lower_is_better("depth/abs_rel")
     assert not report.lower_is_better("mIoU") and not report.lower_is_better("accuracy/top1")
