@@ -12,8 +12,11 @@ Examples:
   python pretrain/train.py --config configs/pretrain/giant.py --count-params   # nothing allocated
 
 The work dir receives the resolved config (config.json), a log (train.log and log.jsonl),
-checkpoints <name>-step<N>.ckpt written atomically, a last_checkpoint pointer, and a loss plot.
-Without data.root, demo data is generated (pretrain/data/synthetic.py).
+checkpoints <name>-step<N>.ckpt written atomically (the newest checkpoint.keep_last are kept), a
+last_checkpoint pointer, and a loss plot (loss.png). A checkpoint holds the weights, the optimizer
+state and the data position, so `--resume` (auto: the newest complete checkpoint) continues
+with the batches an uninterrupted run would see. Without data.root, demo data is generated
+(pretrain/data/synthetic.py).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +43,8 @@ logger = logging.getLogger("pretrain")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     doc = __doc__.split("\n\n")
     parser = argparse.ArgumentParser(prog="pretrain/train.py", description="\n\n".join(doc[:2]),
-                                     epilog="\n\n".join(doc[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog="\n\n".join(doc[2:] + [LOG_KEYS]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="config file, e.g. configs/pretrain/tiny.py")
     parser.add_argument("--work-dir", help="output folder (default: the config's work_dir)")
     parser.add_argument("--resume", nargs="?", const="auto",
@@ -97,8 +102,26 @@ def setup_logging(work_dir: Path) -> None:
     logger.setLevel(logging.INFO)
 
 
+def read_log(log_path: Path) -> list[dict]:
+    """The step records of a log.jsonl (see LOG_KEYS)."""
+    if not log_path.is_file():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+
+def trim_log(log_path: Path, start: int) -> None:
+    """Keep the records up to ``start`` (atomically): a fresh run starts an empty log, and a
+    resumed one drops what a killed run logged after its last checkpoint, so no step is logged
+    twice and the file reads as one uninterrupted run."""
+    kept = [r for r in read_log(log_path) if r.get("step", 0) <= start]
+    tmp = log_path.with_name(f".{log_path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(log_path)
+
+
 def plot_losses(log_path: Path, out: Path) -> None:
-    """Loss curves per modality from log.jsonl (skipped if matplotlib is not installed)."""
+    """Loss curves from log.jsonl: per modality and total, and the MoE aux loss and drop rate
+    (skipped if matplotlib is not installed)."""
     try:
         import matplotlib
 
@@ -107,20 +130,117 @@ def plot_losses(log_path: Path, out: Path) -> None:
     except ImportError:
         logger.info("matplotlib not installed: no loss plot")
         return
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    records = read_log(log_path)
     if not records:
         return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (ax, moe) = plt.subplots(1, 2, figsize=(10, 3.5))
     steps = [r["step"] for r in records]
     for name in records[0]["losses"]:
         ax.plot(steps, [r["losses"][name] for r in records], label=name)
     ax.plot(steps, [r["loss"] for r in records], "k--", label="total")
     ax.set_xlabel("step")
-    ax.set_ylabel("masked L1")
+    ax.set_ylabel("masked L1 (total: + aux)")
     ax.legend(fontsize=7)
+    moe.plot(steps, [r["aux"] for r in records], label="aux loss")
+    moe.set_xlabel("step")
+    moe.set_ylabel("MoE aux loss")
+    routed = [r for r in records if "drop_rate" in r]
+    if routed:
+        drop = moe.twinx()
+        drop.plot([r["step"] for r in routed], [r["drop_rate"] for r in routed], "o-", color="tab:red",
+                  label="drop rate")
+        drop.set_ylabel("tokens dropped (capacity)")
+        drop.legend(fontsize=7, loc="upper right")
+    moe.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def set_device(device: str) -> None:
+    """ms.set_device, tolerating a second call in one process (tests, notebooks) on the same device:
+    MindSpore refuses any call once a kernel has run, even one that changes nothing."""
+    import mindspore as ms
+
+    try:
+        ms.set_device(device)
+    except RuntimeError:
+        if ms.get_context("device_target") != device:
+            raise
+
+
+def routing_stats(net, names: list[str], images, masks, targets) -> dict:
+    """Per block, each router's expert load and capacity drop rate on one batch.
+
+    A separate forward without gradients, run eagerly (PyNative) because graph mode cannot
+    keep the routing decisions; in eval mode, so dropout consumes no random numbers and the
+    training trajectory is the same with or without these probes.
+    """
+    import mindspore as ms
+    import numpy as np
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net.encoder.set_record_routing(True)
+    net.set_train(False)
+    try:
+        net(images, masks, targets)
+        blocks, dropped, routed = {}, 0, 0
+        for s, stage in enumerate(net.encoder.layers):
+            for b, block in enumerate(stage.blocks):
+                entry: dict = {"load": {}, "drop": {}}
+                for key, info in block.mlp.last_routing.items():
+                    router = names[int(key[len("special"):])] if key.startswith("special") else "cross"
+                    expert, kept = info["expert"].asnumpy(), info["kept"].asnumpy()
+                    load = np.bincount(expert, minlength=block.mlp.num_experts) / expert.size
+                    entry["load"][router] = [round(float(v), 4) for v in load]
+                    entry["drop"][router] = round(float(1.0 - kept.mean()), 4)
+                    dropped, routed = dropped + int((~kept).sum()), routed + kept.size
+                blocks[f"layers.{s}.blocks.{b}"] = entry
+                block.mlp.last_routing = {}
+    finally:
+        net.encoder.set_record_routing(False)
+        net.set_train(True)
+        ms.set_context(mode=mode)
+    return {"routing": blocks, "drop_rate": round(dropped / max(routed, 1), 5)}
+
+
+LOG_KEYS = """\
+log.jsonl: one JSON object per logged step (every train.log_interval steps and the last):
+  step          int    steps done (1-based; the optimizer has applied this many updates)
+  loss          float  total loss of that step's batch (forward before its update): sum of the
+                       per-modality losses + aux
+  losses        dict   modality name -> masked L1 reconstruction loss of that step
+  aux           float  MoE load-balancing loss (0.001-weighted, summed over blocks)
+  lr            float  learning rate used for that step
+  images_per_s  float  images (all modalities) per second of training steps since the last
+                       record (excludes logging, routing probes and checkpoint saves; the
+                       first record of a process includes graph compilation)
+  elapsed_s     float  wall seconds since this process started training
+on logged steps that are multiples of train.routing_interval (and the last), from an extra eval
+  forward on that step's batch after its update:
+  drop_rate     float  tokens dropped by expert capacity / tokens routed, all routers and blocks
+  routing       dict   "layers.<s>.blocks.<b>" -> {"load": {router: [fraction of tokens per
+                       expert, before capacity]}, "drop": {router: fraction dropped}}, routers
+                       being the modality names (specialised experts) and "cross"
+A resumed run first trims records after its checkpoint's step, so steps are unique and ascending."""
+
+
+def _data_position(cfg: dict, root, step: int) -> dict:
+    """Where the data stream stands: multimodal_batches draws step i from a generator seeded
+    by (seed, i), so (seed, batch size, data root, next index) reproduce the next batches."""
+    return {"stream": "multimodal_batches", "seed": cfg["train"]["seed"], "batch_size": cfg["data"]["batch_size"],
+            "root": str(root), "next_index": step}
+
+
+def _check_resume_position(saved: dict, current: dict) -> None:
+    """A resumed run sees the same batches only with the same seed, batch size and data."""
+    for key in ("seed", "batch_size", "root"):
+        if key in saved and saved[key] != current[key]:
+            logger.warning("warning: resuming with data.%s=%r but the checkpoint was trained with %r: the batches "
+                           "after resume differ from an uninterrupted run", key, current[key], saved[key])
+    if saved.get("next_index", current["next_index"]) != current["next_index"]:
+        raise RuntimeError(f"checkpoint data position {saved['next_index']} != its step {current['next_index']}")
 
 
 def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
@@ -128,24 +248,32 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
     import numpy as np
     from mindspore import nn
 
-    from pretrain.checkpoint import checkpoint_name, latest_checkpoint, load_for_resume, save_checkpoint
+    from pretrain.checkpoint import checkpoint_name, latest_checkpoint, resume_state, save_checkpoint
     from pretrain.data.folder import multimodal_batches
     from pretrain.data.synthetic import generate_pretrain_data
     from pretrain.models.ringmoe import RingMoESimMIM
 
     tcfg, dcfg, ocfg = cfg["train"], cfg["data"], cfg["optim"]
+    keep_last = cfg.get("checkpoint", {}).get("keep_last", 3)
     mode = ms.GRAPH_MODE if tcfg.get("mode", "pynative") == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
-    ms.set_device(tcfg["device"])
+    set_device(tcfg["device"])
     ms.set_seed(tcfg["seed"])
     arch = build_arch(cfg)
     logger.info(count_params(arch))
 
     root = dcfg.get("root")
+    kind = dcfg.get("type", "folder")
     if not root:
         root = generate_pretrain_data(work_dir / "data", dcfg.get("demo_tiles", 16), dcfg.get("demo_tile_size", 256),
                                       tcfg["seed"])
         logger.info("no data.root given: generated demo data in %s", root)
+        if kind == "mindrecord":  # the demo goes through the shard writer too
+            from pretrain.tools.make_dataset import BuildOptions, build_from_root
+
+            build_from_root(root, work_dir / "data_mindrecord", BuildOptions(overwrite=True, progress=False),
+                            echo=logger.info)
+            root = work_dir / "data_mindrecord"
 
     net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0))
     steps = tcfg["steps"]
@@ -158,9 +286,11 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
         path = latest_checkpoint(work_dir) if resume == "auto" else Path(resume)
         if path is None:
             raise ConfigError(f"--resume: no checkpoint in {work_dir}")
-        start = load_for_resume(path, net, optimizer)
+        start, saved_meta = resume_state(path, net, optimizer)
+        _check_resume_position(saved_meta.get("data", {}), _data_position(cfg, root, start))
         logger.info("resumed from %s at step %d", path, start)
-    batches = multimodal_batches(root, arch, dcfg["batch_size"], tcfg["seed"], arch.sar_l1_power_target, start)
+    batches = multimodal_batches(root, arch, dcfg["batch_size"], tcfg["seed"], arch.sar_l1_power_target, start,
+                                 kind=kind)
 
     def forward(images, masks, targets):
         return net(images, masks, targets)
@@ -182,35 +312,46 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
     prefix = f"ringmoe-{cfg.get('name', 'model')}"
     net.set_train(True)
     images_per_step = dcfg["batch_size"] * len(names)
-    log_file = (work_dir / "log.jsonl").open("a")
-    last = None
-    tick = time.perf_counter()
+    routing_interval = tcfg.get("routing_interval", 0)
+    log_path = work_dir / "log.jsonl"
+    trim_log(log_path, start)
+    log_file = log_path.open("a")
+    begin = time.perf_counter()
+    step_time, step_count = 0.0, 0
     for step in range(start, steps):
         batch = next(batches)
         # mutable: in graph mode a tuple input is otherwise a constant, recompiled every step
         images = ms.mutable(tuple(ms.Tensor(x) for x in batch["images"]))
         masks = ms.mutable(tuple(ms.Tensor(x) for x in batch["masks"]))
         power = batch["targets"][sar_l1] if sar_l1 >= 0 else None
+        tick = time.perf_counter()
         loss, per_modality, aux = train_step(images, masks, None if power is None else ms.Tensor(power))
+        loss = float(loss)  # waits for the step, so the time below is the step's
+        step_time, step_count = step_time + time.perf_counter() - tick, step_count + 1
         done = step + 1
-        if not np.isfinite(float(loss)):
-            raise FloatingPointError(f"loss became {float(loss)} at step {done}")
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {done}")
         if done % tcfg["log_interval"] == 0 or done == steps:
-            elapsed = time.perf_counter() - tick
             per = dict(zip(names, (float(v) for v in per_modality.asnumpy())))
-            rate = images_per_step * (done - (last or start)) / elapsed
-            lr = schedule[step]
-            logger.info("step %d/%d loss %.4f (%s, aux %.4f) lr %.2e %.2f img/s", done, steps, float(loss),
-                        " ".join(f"{k} {v:.4f}" for k, v in per.items()), float(aux), lr, rate)
-            log_file.write(json.dumps({"step": done, "loss": float(loss), "losses": per, "aux": float(aux),
-                                       "lr": lr, "images_per_s": rate}) + "\n")
+            rate = images_per_step * step_count / step_time
+            record = {"step": done, "loss": loss, "losses": per, "aux": float(aux), "lr": schedule[step],
+                      "images_per_s": rate, "elapsed_s": round(time.perf_counter() - begin, 3)}
+            if routing_interval and (done % routing_interval == 0 or done == steps):
+                targets = None if power is None else tuple(ms.Tensor(power) if m == sar_l1 else None
+                                                           for m in range(len(names)))
+                record.update(routing_stats(net, names, images, masks, targets))
+            logger.info("step %d/%d loss %.4f (%s, aux %.4f) lr %.2e %.2f img/s%s", done, steps, loss,
+                        " ".join(f"{k} {v:.4f}" for k, v in per.items()), record["aux"], record["lr"], rate,
+                        f" drop {record['drop_rate']:.3f}" if "drop_rate" in record else "")
+            log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-            last, tick = done, time.perf_counter()
+            step_time, step_count = 0.0, 0
         if done % tcfg["save_interval"] == 0 or done == steps:
-            path = save_checkpoint(work_dir / checkpoint_name(prefix, done), net, meta, optimizer, done)
+            path = save_checkpoint(work_dir / checkpoint_name(prefix, done), net,
+                                   dict(meta, data=_data_position(cfg, root, done)), optimizer, done, keep_last)
             logger.info("saved %s", path)
     log_file.close()
-    plot_losses(work_dir / "log.jsonl", work_dir / "loss.png")
+    plot_losses(log_path, work_dir / "loss.png")
     final = work_dir / checkpoint_name(prefix, steps)
     return final
 

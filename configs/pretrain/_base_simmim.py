@@ -6,6 +6,7 @@ model = dict(
 )
 data = dict(
     root=None,          # <root>/<modality>/*.png|tif; None generates demo data in the work dir
+    type='folder',      # or 'mindrecord': <root>/<modality>/manifest.json + shards (pretrain/tools/make_dataset.py)
     batch_size=2,       # images per modality per step (the joint MoE path needs equal batches)
     demo_tiles=16,
     demo_tile_size=256,
@@ -15,7 +16,11 @@ train = dict(
     steps=30,
     log_interval=5,
     save_interval=15,
+    routing_interval=15,  # per-block expert load and drop rate (an extra eager forward); 0: never
     seed=0,
     device="CPU",       # CPU, GPU or Ascend (or --device)
     mode="graph",       # graph: compiled once (~30 s for tiny), ~4x faster steps; pynative: eager
+)
+checkpoint = dict(
+    keep_last=3,        # keep the newest N checkpoints (the last_checkpoint pointer's is never deleted); 0: all
 )
