@@ -207,3 +207,19 @@ def test_cli_help_and_bad_input(built, tmp_path):
         assert result.returncode == 2, argv
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("make_dataset: error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_training_batches_from_shards(tmp_path):
+    """data.type='mindrecord': multimodal_batches reads the shards of generated demo scenes."""
+    from pretrain.data.folder import multimodal_batches
+    from pretrain.data.synthetic import generate_pretrain_data
+    from pretrain.models.arch import get_arch
+
+    scenes = generate_pretrain_data(tmp_path / "scenes", num_per_modality=2, size=192, seed=0)
+    assert main(["build", "--root", str(scenes), "--out", str(tmp_path / "shards"), "--quiet"]) == 0
+    arch = get_arch("tiny")
+    step = next(multimodal_batches(tmp_path / "shards", arch, 2, seed=0, kind="mindrecord"))
+    for images, modality in zip(step["images"], arch.modalities):
+        assert images.shape == (2, modality.channels, arch.img_size, arch.img_size) and np.isfinite(images).all()
+    with pytest.raises(ValueError, match="data.type"):
+        next(multimodal_batches(tmp_path / "shards", arch, 2, seed=0, kind="lmdb"))

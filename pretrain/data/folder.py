@@ -88,14 +88,21 @@ class ModalityFolder:
 
 
 def multimodal_batches(root: str | Path, arch: RingMoEArch, batch_size: int, seed: int,
-                       power_target: bool = False, start: int = 0) -> Iterator[dict]:
+                       power_target: bool = False, start: int = 0, kind: str = "folder") -> Iterator[dict]:
     """Endless stream of steps: {'images': [per modality [B,C,S,S]], 'masks': [...], 'targets': [...]}.
 
     Each step draws from its own generator seeded by (seed, step), so a resumed run starting
     at ``start`` sees exactly the batches an uninterrupted run would, without replaying them.
+    ``kind`` is the data layout: 'folder' (<root>/<modality>/ images) or 'mindrecord' (the
+    shards of pretrain/tools/make_dataset.py); both give the same raw tiles to the same transforms.
     """
-    folders = [ModalityFolder(Path(root), m, arch.img_size, power_target and m.name == "sar_l1")
-               for m in arch.modalities]
+    if kind == "mindrecord":
+        from pretrain.data.mindrecord import MindRecordFolder as source  # lazy: it imports this module
+    elif kind == "folder":
+        source = ModalityFolder
+    else:
+        raise ValueError(f"data.type must be 'folder' or 'mindrecord', got {kind!r}")
+    folders = [source(Path(root), m, arch.img_size, power_target and m.name == "sar_l1") for m in arch.modalities]
     masks = MaskGenerator(arch.img_size, arch.mask_patch_size, arch.patch_size, arch.mask_ratio)
     for index in itertools.count(start):
         rng = np.random.default_rng([seed, index])
