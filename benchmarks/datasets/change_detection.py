@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from benchmarks.datasets.drawing import smooth_noise
 from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
@@ -71,16 +72,6 @@ def file_names(style: Style, split: str, count: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- drawing
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Noise varying over ``size / cells`` pixels (bilinear from a coarse grid), about unit spread."""
-    coarse = rng.normal(size=(cells + 1, cells + 1))
-    pos = np.linspace(0.0, cells, size)
-    i0 = np.minimum(pos.astype(int), cells - 1)
-    t = pos - i0
-    rows = coarse[i0] * (1 - t)[:, None] + coarse[i0 + 1] * t[:, None]
-    return rows[:, i0] * (1 - t)[None, :] + rows[:, i0 + 1] * t[None, :]
 
 
 @dataclass(frozen=True)
@@ -123,10 +114,10 @@ def _place_buildings(rng: np.random.Generator, size: int, count: int, taken: np.
 
 def _terrain(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grass/soil ground with a road: (colour field, vegetation weight in 0..1, road mask)."""
-    veg = np.clip(0.5 + 0.6 * _smooth_noise(rng, size, max(2, size // 48)), 0.0, 1.0).astype(np.float32)
+    veg = np.clip(0.5 + 0.6 * smooth_noise(rng, size, max(2, size // 48)), 0.0, 1.0).astype(np.float32)
     grass, soil = np.array([85, 135, 65], np.float32), np.array([150, 128, 98], np.float32)
     ground = veg[..., None] * grass + (1 - veg[..., None]) * soil
-    ground += 6.0 * _smooth_noise(rng, size, max(4, size // 8))[..., None].astype(np.float32)
+    ground += 6.0 * smooth_noise(rng, size, max(4, size // 8))[..., None].astype(np.float32)
     yy, xx = np.mgrid[0:size, 0:size]
     if rng.random() < 0.5:  # a straight road, horizontal or vertical, ~5% of the width
         road = np.abs(yy - rng.uniform(0.2, 0.8) * size) < 0.025 * size

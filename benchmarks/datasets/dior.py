@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from benchmarks.datasets.drawing import smooth_noise
 from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
@@ -74,16 +75,6 @@ def image_subdir(split: str) -> str:
 
 
 # ----------------------------------------------------------------------------- drawing
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Noise varying over ``size / cells`` pixels (bilinear from a coarse grid): ground texture."""
-    coarse = rng.normal(size=(cells + 1, cells + 1))
-    pos = np.linspace(0.0, cells, size)
-    i0 = np.minimum(pos.astype(int), cells - 1)
-    t = pos - i0
-    rows = coarse[i0] * (1 - t)[:, None] + coarse[i0 + 1] * t[:, None]
-    return rows[:, i0] * (1 - t)[None, :] + rows[:, i0 + 1] * t[None, :]
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -159,7 +150,7 @@ def synthesize_image(seed: int, image_id: str, size: int) -> tuple[np.ndarray, l
     """One image, (size, size, 3) uint8 RGB, and its objects: ``{"name", "box": (x0, y0, x1, y1)}``
     with inclusive 0-based pixel coordinates. Seeded by (seed, image id) alone."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, int(image_id)]))
-    ground = _smooth_noise(rng, size, max(2, size // 24)).astype(np.float32)
+    ground = smooth_noise(rng, size, max(2, size // 24)).astype(np.float32)
     image = np.empty((size, size, 3), np.float32)
     image[:] = np.asarray((176, 160, 128), np.float32) + rng.uniform(-10, 10, 3)
     image += 12.0 * ground[..., None]

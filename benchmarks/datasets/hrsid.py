@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from benchmarks.datasets.drawing import smooth_noise
 from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
@@ -54,15 +55,6 @@ def image_name(split: str, index: int) -> str:
 # ----------------------------------------------------------------------------- drawing
 
 
-def _smooth(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    coarse = rng.normal(size=(cells + 1, cells + 1))
-    pos = np.linspace(0.0, cells, size)
-    i0 = np.minimum(pos.astype(int), cells - 1)
-    t = pos - i0
-    rows = coarse[i0] * (1 - t)[:, None] + coarse[i0 + 1] * t[:, None]
-    return rows[:, i0] * (1 - t)[None, :] + rows[:, i0 + 1] * t[None, :]
-
-
 def _ship_polygon(centre: np.ndarray, length: float, beam: float, angle: float) -> np.ndarray:
     """(N, 2) x, y vertices of a rotated ellipse outline."""
     t = np.linspace(0, 2 * np.pi, _SHIP_POINTS, endpoint=False)
@@ -81,12 +73,12 @@ def synthesize_tile(seed: int, split: str, index: int, size: int) -> tuple[np.nd
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_INDEX[split], index]))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     # Mean backscatter (linear intensity): dark sea with slow variation.
-    sigma = 0.02 * np.exp(0.4 * _smooth(rng, size, 4)).astype(np.float32)
+    sigma = 0.02 * np.exp(0.4 * smooth_noise(rng, size, 4)).astype(np.float32)
     land = np.zeros((size, size), bool)
     if rng.random() < 0.3:  # an inshore tile: bright, textured land along one edge
-        edge = rng.uniform(0.12, 0.25) * size + 0.05 * size * _smooth(rng, size, 3)[0]
+        edge = rng.uniform(0.12, 0.25) * size + 0.05 * size * smooth_noise(rng, size, 3)[0]
         land = xx < edge[:, None] if rng.random() < 0.5 else yy < edge[None, :]
-        sigma[land] = 0.12 * np.exp(0.8 * _smooth(rng, size, max(4, size // 16)))[land]
+        sigma[land] = 0.12 * np.exp(0.8 * smooth_noise(rng, size, max(4, size // 16)))[land]
     ships: list[np.ndarray] = []
     keep_out = land.copy()
     for _ in range(int(rng.integers(1, 6))):

@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from benchmarks.datasets.drawing import smooth_noise
 from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
@@ -173,26 +174,16 @@ def _polygon(track: Track, frame: int) -> list[tuple[float, float]]:
     return [(x + u * c - v * s, y + u * s + v * c) for u, v in _outline(track.cls, track.length, track.width)]
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Low-frequency noise (bilinear from a coarse grid): fields, wave patterns."""
-    coarse = rng.normal(size=(cells + 1, cells + 1))
-    pos = np.linspace(0.0, cells, size)
-    i0 = np.minimum(pos.astype(int), cells - 1)
-    t = pos - i0
-    rows = coarse[i0] * (1 - t)[:, None] + coarse[i0 + 1] * t[:, None]
-    return rows[:, i0] * (1 - t)[None, :] + rows[:, i0 + 1] * t[None, :]
-
-
 def _background(rng: np.random.Generator, size: int, shore: np.ndarray) -> np.ndarray:
     """Static scene: olive land with fields, a grey apron with markings, dark blue water."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    land = np.array([118, 112, 84], np.float32) + 14 * _smooth_noise(rng, size, 8)[..., None]
+    land = np.array([118, 112, 84], np.float32) + 14 * smooth_noise(rng, size, 8)[..., None]
     land += 5 * rng.normal(size=(size, size, 1))
     x0, x1 = sorted(rng.uniform(0.1, 0.9, 2) * size)
     apron = (xx > x0) & (xx < max(x1, x0 + size / 4)) & (yy > 0.08 * size) & (yy < 0.35 * size)
     land[apron] = np.array([150, 150, 146], np.float32) + 4 * rng.normal(size=(int(apron.sum()), 1))
     land[apron & (np.abs(yy - 0.2 * size) < 1)] = (205, 200, 120)  # a taxi line
-    water = np.array([34, 58, 92], np.float32) + 6 * _smooth_noise(rng, size, 16)[..., None]
+    water = np.array([34, 58, 92], np.float32) + 6 * smooth_noise(rng, size, 16)[..., None]
     image = np.where((yy > shore[None, :])[..., None], water, land)
     return image.astype(np.float32)
 

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.datasets import potsdam as _potsdam
+from benchmarks.datasets.drawing import smooth_noise
 from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
@@ -102,23 +103,13 @@ def tile_stems(flavour: _Flavour, split: str, count: int) -> list[str]:
 # ----------------------------------------------------------------------------- drawing
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Noise of roughly unit amplitude that varies over ``size / cells`` pixels (bilinear)."""
-    coarse = rng.normal(size=(cells + 1, cells + 1))
-    pos = np.linspace(0.0, cells, size)
-    i0 = np.minimum(pos.astype(int), cells - 1)
-    t = pos - i0
-    rows = coarse[i0] * (1 - t)[:, None] + coarse[i0 + 1] * t[:, None]
-    return (rows[:, i0] * (1 - t)[None, :] + rows[:, i0 + 1] * t[None, :]).astype(np.float32)
-
-
 class _Scene:
     """One tile being painted: reflectance in (R, G, B, NIR) and height in metres."""
 
     def __init__(self, rng: np.random.Generator, size: int) -> None:
         self.rng, self.size = rng, size
         self.yy, self.xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        unevenness = _smooth_noise(rng, size, max(2, size // 32))
+        unevenness = smooth_noise(rng, size, max(2, size // 32)).astype(np.float32)
         self.bands = np.empty((size, size, 4), np.float32)
         self.bands[:] = np.asarray(PAVEMENT, np.float32)
         self.bands += 6.0 * unevenness[..., None]
@@ -174,7 +165,7 @@ def _draw_buildings(scene: _Scene) -> None:
 def _draw_trees(scene: _Scene) -> None:
     """Round crowns, dome-shaped in height (top at the centre, 60% at the rim)."""
     rng, s = scene.rng, scene.size
-    blotches = 10.0 * _smooth_noise(rng, s, max(4, s // 12))
+    blotches = 10.0 * smooth_noise(rng, s, max(4, s // 12)).astype(np.float32)
     for _ in range(int(rng.integers(2, 6))):
         cx, cy = scene.centre()
         radius = max(4.0, rng.uniform(0.05, 0.10) * s)

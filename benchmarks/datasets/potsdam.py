@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from benchmarks.datasets.drawing import smooth_noise
 from benchmarks.datasets.publish import build_atomically
 
 # Bump when the generated content changes, so cached datasets from an older generator are rebuilt.
@@ -112,19 +113,6 @@ def crop_names(split: str, count: int, size: int) -> list[str]:
 # ----------------------------------------------------------------------------- drawing
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Unit-variance-ish noise varying over ``size / cells`` pixels (bilinear from a coarse grid).
-
-    Gives regions a low-frequency texture (blotchy crowns, uneven pavement) with numpy alone.
-    """
-    coarse = rng.normal(size=(cells + 1, cells + 1))
-    pos = np.linspace(0.0, cells, size)
-    i0 = np.minimum(pos.astype(int), cells - 1)
-    t = pos - i0
-    rows = coarse[i0] * (1 - t)[:, None] + coarse[i0 + 1] * t[:, None]
-    return rows[:, i0] * (1 - t)[None, :] + rows[:, i0 + 1] * t[None, :]
-
-
 def _blob_mask(xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator,
                centre: tuple[float, float], radius: float) -> np.ndarray:
     """An irregular round blob: a circle whose radius wobbles with two random harmonics."""
@@ -197,7 +185,7 @@ def _draw_buildings(ctx: "_Canvas") -> None:
 def _draw_trees(ctx: "_Canvas") -> None:
     """Tree crowns: dark green blobs with a blotchy texture (they may overhang roofs, as in Potsdam)."""
     rng, s = ctx.rng, ctx.size
-    blotches = _smooth_noise(rng, s, max(4, s // 12)).astype(np.float32)
+    blotches = smooth_noise(rng, s, max(4, s // 12)).astype(np.float32)
     for _ in range(int(rng.integers(2, 6))):
         radius = max(4.0, rng.uniform(0.04, 0.09) * s)
         mask = _blob_mask(ctx.xx, ctx.yy, rng, _random_centre(rng, s), radius)
@@ -240,7 +228,7 @@ class _Canvas:
         self.yy, self.xx = np.mgrid[0:size, 0:size].astype(np.float32)
         # Background is pavement: light grey with gentle low-frequency unevenness.
         self.label = np.full((size, size), IMPERVIOUS, np.uint8)
-        pavement = _smooth_noise(rng, size, max(2, size // 32)).astype(np.float32)
+        pavement = smooth_noise(rng, size, max(2, size // 32)).astype(np.float32)
         self.image = _field(_jitter(rng, (186, 184, 178), 6), size, pavement, 7.0)
 
 
