@@ -107,22 +107,21 @@ def plan(tasks: list[str], seeds: list[int], checkpoints: list[str], *, results:
 
     Work dirs are <work_root>/<task>/<config stem>/<checkpoint label>/seed<n>: one per cell,
     so that --resume only ever continues the same cell. With ``resume`` (a sweep's default)
-    every cell runs with --resume: cells already in the results table are skipped. Paths are made absolute, because a
-    cluster job may start in another directory.
+    every cell runs with --resume: cells already in the results table are skipped. Paths are
+    made absolute (``configs`` relative to the current directory, task defaults to the
+    repository), because a cluster job may start in another directory.
     """
     from benchmarks.tasks import get_task
 
     configs, data_roots = configs or {}, data_roots or {}
     cells = []
     for task in tasks:
-        config = configs.get(task) or get_task(task).config
+        config = Path(configs[task]).resolve() if task in configs else REPO / get_task(task).config
         for checkpoint in checkpoints:
             ckpt = checkpoint if checkpoint == "none" else str(Path(checkpoint).resolve())
             for seed in seeds:
-                work_dir = Path(work_root).resolve() / task / Path(config).stem / checkpoint_label(checkpoint) / f"seed{seed}"
-                argv = ["--task", task, "--config", str((REPO / config) if not Path(config).is_absolute() and
-                                                         (REPO / config).is_file() else Path(config).resolve()),
-                        "--checkpoint", ckpt, "--seed", str(seed), "--work-dir", str(work_dir),
+                work_dir = Path(work_root).resolve() / task / config.stem / checkpoint_label(checkpoint) / f"seed{seed}"
+                argv = ["--task", task, "--config", str(config), "--checkpoint", ckpt, "--seed", str(seed), "--work-dir", str(work_dir),
                         "--results", str(Path(results).resolve())] + (["--resume"] if resume else [])
                 if task in data_roots:
                     argv += ["--data-root", str(Path(data_roots[task]).resolve())]
