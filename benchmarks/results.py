@@ -38,7 +38,7 @@ SCHEMA: dict[str, str] = {
     "protocol": "How the backbone was trained downstream: 'finetune', 'linear_probe', 'frozen', ...",
     "backbone": "Backbone name, e.g. 'ringmoe-tiny'; '-random-init' marks the from-scratch baseline.",
     "modality": "Input modality fed to the backbone, e.g. 'optical', 'sar_l2'.",
-    "expert_reduction": "How the MoE was made dense for the task ('' = the full MoE).",
+    "expert_reduction": "How the MoE was made dense for the task ('' = the full MoE); schema 1 put it in backbone.",
     "checkpoint": "Path of the converted weights ('' when trained from scratch).",
     "checkpoint_sha256": "sha256 of the checkpoint file, hex ('' when there is none).",
     "config_hash": "sha256 of the fully resolved config text, hex.",

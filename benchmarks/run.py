@@ -438,7 +438,7 @@ def _run(args: argparse.Namespace) -> int:
         "split": cfg.get("split", "val"),
         "train_ratio": cfg.get("train_ratio", ""),
         "protocol": cfg.get("protocol", "finetune"),
-        "backbone": name + (f"-{reduction}" if reduction else "") + ("" if checkpoint else "-random-init"),
+        "backbone": name + ("" if checkpoint else "-random-init"),  # the reduction has its own column
         "modality": backbone_cfg.get("modality", "optical"),
         "expert_reduction": reduction or "",
         "checkpoint": str(checkpoint or ""),

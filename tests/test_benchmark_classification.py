@@ -71,10 +71,12 @@ def test_finetune_llrd_run_on_aid(tiny_converted, data, tmp_path):
     """The AID finetune config, with --data-root naming the folder that holds aid/."""
     args = ["--task", "classification", "--config", str(CONFIGS / "finetune_llrd_ringmoe_tiny_aid.py"),
             "--checkpoint", str(tiny_converted), "--work-dir", str(tmp_path / "wd"), "--data-root", str(data),
-            "--results", str(tmp_path / "r.csv"), *SHORT, "train_ratio=0.5", "val_dataloader.batch_size=64"]
+            "--results", str(tmp_path / "r.csv"), *SHORT, "train_ratio=0.5", "val_dataloader.batch_size=64",
+            "model.backbone.moe_reduction=expert_mean"]
     assert main(args) == 0
     (row,) = results.read_rows(tmp_path / "r.csv")
     assert row["dataset"] == "aid_train50%" and math.isfinite(float(row["primary_value"]))
+    assert (row["backbone"], row["expert_reduction"], row["protocol"]) == ("ringmoe-tiny", "expert_mean", "finetune_llrd")
     assert len((tmp_path / "wd" / "splits" / "train.txt").read_text().splitlines()) == 60  # 2 of 3 per class
     log = next((tmp_path / "wd").glob("*/*.log")).read_text()
     assert "layer-wise lr decay 0.75" in log
