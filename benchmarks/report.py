@@ -45,7 +45,7 @@ from typing import Iterable, Mapping, Sequence
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.cli import Parser  # noqa: E402
+from benchmarks.cli import BadInput, Parser  # noqa: E402
 from benchmarks.results import LOWER_IS_BETTER, lower_is_better  # noqa: E402
 
 
@@ -62,11 +62,6 @@ SCRATCH_SUFFIX = "-random-init"  # run.py's backbone name for --checkpoint none
 REFERENCE_REQUIRED = ("task", "dataset", "protocol", "backbone", "metric", "expected", "tolerance", "source")
 REFERENCE_OPTIONAL = ("split", "train_ratio", "modality", "expert_reduction", "notes")
 LOG_DIR = re.compile(r"^\d{8}_\d{6}$")  # mmengine's per-launch folder: <work_dir>/YYYYmmdd_HHMMSS
-
-
-class ReportError(Exception):
-    """Bad input (table or reference file): reported in one line, exit code 2."""
-
 
 
 def is_scratch(backbone: str) -> bool:
@@ -230,28 +225,28 @@ def _label(key: Mapping[str, str]) -> str:
 
 # ---- reference numbers ---------------------------------------------------------------------
 def load_reference(path: Path) -> list[dict]:
-    """The reference entries, checked for their fields; ReportError on anything malformed."""
+    """The reference entries, checked for their fields; BadInput on anything malformed."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ReportError(f"reference file {path} does not exist") from None
+        raise BadInput(f"reference file {path} does not exist") from None
     except (OSError, ValueError) as err:
-        raise ReportError(f"reference file {path} is not readable JSON ({type(err).__name__}: {err})") from None
+        raise BadInput(f"reference file {path} is not readable JSON ({type(err).__name__}: {err})") from None
     if not isinstance(entries, list):
-        raise ReportError(f"reference file {path} must hold a JSON list of entries")
+        raise BadInput(f"reference file {path} must hold a JSON list of entries")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ReportError(f"{path}: entry {i} is not an object")
+            raise BadInput(f"{path}: entry {i} is not an object")
         missing = [k for k in REFERENCE_REQUIRED if k not in entry]
         unknown = sorted(set(entry) - set(REFERENCE_REQUIRED) - set(REFERENCE_OPTIONAL))
         if missing or unknown:
-            raise ReportError(f"{path}: entry {i} lacks {missing} / has unknown {unknown}")
+            raise BadInput(f"{path}: entry {i} lacks {missing} / has unknown {unknown}")
         for number in ("expected", "tolerance"):
             value = entry[number]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ReportError(f"{path}: entry {i}: {number} must be a finite number, got {value!r}")
+                raise BadInput(f"{path}: entry {i}: {number} must be a finite number, got {value!r}")
         if entry["tolerance"] < 0:
-            raise ReportError(f"{path}: entry {i}: tolerance must not be negative")
+            raise BadInput(f"{path}: entry {i}: tolerance must not be negative")
     return entries
 
 
@@ -591,19 +586,19 @@ def report_json(groups: Sequence[Group], ref_results: Sequence[Mapping]) -> dict
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
-    """The table's rows; ReportError (one line) when it is missing, unreadable or of another schema."""
+    """The table's rows; BadInput (one line) when it is missing, unreadable or of another schema."""
     import csv
 
     from benchmarks import results
 
     if path.is_dir():
-        raise ReportError(f"{path} is a directory, not a results table")
+        raise BadInput(f"{path} is a directory, not a results table")
     if not path.is_file():
-        raise ReportError(f"results table {path} does not exist")
+        raise BadInput(f"results table {path} does not exist")
     try:
         return results.read_rows(path)
     except (OSError, ValueError, csv.Error) as err:  # SchemaMismatchError is a ValueError
-        raise ReportError(f"cannot read {path}: {err}") from None
+        raise BadInput(f"cannot read {path}: {err}") from None
 
 
 def build(results_path: Path, reference: Path | None, out: Path, tasks: Sequence[str] | None = None) -> list[dict]:
@@ -661,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         ref_results = build(Path(args.results), _reference_path(args.reference), Path(args.out), args.tasks)
-    except ReportError as err:
+    except BadInput as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 2
     counts = {s: sum(r["status"] == s for r in ref_results) for s in ("PASS", "FAIL", "MISSING")}
