@@ -49,6 +49,14 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a small text file in one rename (temp name ``.<name>.tmp-<pid>``, which
+    prune_checkpoints clears if the writer died)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(path: str | Path, net, meta: dict, optimizer=None, step: int = 0,
                     keep_last: int | None = None) -> Path:
     """Save network (+ optimizer) parameters and metadata to ``path`` atomically.
@@ -72,10 +80,7 @@ def save_checkpoint(path: str | Path, net, meta: dict, optimizer=None, step: int
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     # mmengine-style pointer to the newest checkpoint, for --resume without a path.
-    pointer = path.parent / LATEST
-    tmp_pointer = pointer.with_name(f".{LATEST}.tmp-{os.getpid()}")
-    tmp_pointer.write_text(path.name + "\n")
-    os.replace(tmp_pointer, pointer)
+    write_text_atomic(path.parent / LATEST, path.name + "\n")
     if keep_last:
         prune_checkpoints(path.parent, checkpoint_prefix(path.name), keep_last)
     return path
@@ -157,11 +162,6 @@ def latest_checkpoint(work_dir: str | Path) -> Path | None:
     if target is not None and (not found or prefix is None):
         return target
     return found[-1][1] if found else None
-
-
-def load_for_resume(path: str | Path, net, optimizer=None) -> int:
-    """Load parameters (and optimizer state) from ``path``; return the step to continue from."""
-    return resume_state(path, net, optimizer)[0]
 
 
 def resume_state(path: str | Path, net, optimizer=None) -> tuple[int, dict]:

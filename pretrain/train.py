@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -113,10 +112,10 @@ def trim_log(log_path: Path, start: int) -> None:
     """Keep the records up to ``start`` (atomically): a fresh run starts an empty log, and a
     resumed one drops what a killed run logged after its last checkpoint, so no step is logged
     twice and the file reads as one uninterrupted run."""
+    from pretrain.checkpoint import write_text_atomic
+
     kept = [r for r in read_log(log_path) if r.get("step", 0) <= start]
-    tmp = log_path.with_name(f".{log_path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(log_path)
+    write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def plot_losses(log_path: Path, out: Path) -> None:
