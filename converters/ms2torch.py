@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from a plain clone: make the repo importable
@@ -120,7 +122,7 @@ def convert_mindcv_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_reduction_sizes(meta: dict) -> None:
+def reduction_sizes(meta: dict) -> str:
     """Backbone parameters of the twin for one modality under each expert reduction (nothing allocated)."""
     import torch
 
@@ -133,7 +135,22 @@ def print_reduction_sizes(meta: dict) -> None:
         with torch.device("meta"):
             twin = twin_from_meta(meta, modality, moe_reduction=reduction, out_norms=False)
         sizes.append(f"{reduction or 'moe'} {sum(p.numel() for p in twin.parameters()) / 1e6:,.2f}M")
-    print(f"backbone parameters for one modality ({modality}), by moe_reduction: {', '.join(sizes)}")
+    return f"backbone parameters for one modality ({modality}), by moe_reduction: {', '.join(sizes)}"
+
+
+def start_reduction_sizes(checked) -> Future:
+    """Count the reduced backbones in a background thread while the tensors stream (about a
+    second of model building that would otherwise follow the conversion)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(reduction_sizes({"arch": checked.arch, "modalities": checked.modalities}))
+        except BaseException as exc:  # reported by whoever asks
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="reduction-sizes").start()
+    return future
 
 
 def parse_size(text: str) -> int:
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args.src, args.strategy)
         try:
             checked = plan(source, args.arch, args.dtype)
+            sizes = start_reduction_sizes(checked)
             outputs, meta = write_outputs(args, checked)
         finally:
             source.close()
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
           f"with reasons, 0 unexplained ({time.perf_counter() - start:.1f}s)")
     print(f"architecture: embed_dim={arch['embed_dim']} depths={arch['depths']} heads={arch['num_heads']} "
           f"modalities={[m['name'] for m in meta['modalities']]}")
-    print_reduction_sizes(meta)
+    print(sizes.result())
     for warning in meta["warnings"]:
         print(f"ms2torch: warning: {warning}", file=sys.stderr)
     for output in outputs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
 CONVERTER_VERSION = "0.2.0"  # 0.2: stacked expert weights [E, in, out]
 FORMAT = "ringmoe-bench/converted-v1"
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# MindSpore dtypes stored as plain little-endian values -> the torch dtype of those same bytes
+RAW_DTYPES = {"Float32": "float32", "Float16": "float16", "BFloat16": "bfloat16", "Int64": "int64",
+              "Int32": "int32", "Int16": "int16", "Int8": "int8", "UInt8": "uint8"}
 META_KEY = "ringmoe_meta"
 
 
@@ -46,6 +50,8 @@ class CheckpointFile:
         self.files = [path]
         self.index = scan_checkpoint(path)
         self._handle = open(path, "rb")
+        self._fd = os.open(path, os.O_RDONLY)  # positional reads of whole tensors, see slices()
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # read in file order: read ahead further
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(record.shape) for name, record in self.index.items()}
@@ -64,8 +70,19 @@ class CheckpointFile:
     def read(self, name: str) -> np.ndarray:
         return read_tensor(self._handle, self.index[name])
 
+    def slices(self, name: str) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+        """(file descriptor, (offset, length) pieces) of a tensor stored as plain little-endian
+        values (the bytes a writer can copy as they are), or None for packed or text dtypes."""
+        record = self.index[name]
+        if record.dtype not in RAW_DTYPES:
+            return None
+        return self._fd, record.offsets
+
     def close(self) -> None:
         self._handle.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def open_source(src: str | Path, strategy: str | Path | None = None):
@@ -221,17 +238,34 @@ class Plan:
     pretrain_meta: dict | None
     dtype: str = "fp32"
 
-    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:
-        """(target key, tensor) in the source's read order, one tensor in memory at a time."""
+    def tensors(self, on_disk: bool = False) -> Iterator[tuple[str, "torch.Tensor"]]:
+        """(target key, tensor) in the source's read order, one tensor in memory at a time.
+
+        With ``on_disk``, a tensor whose converted bytes equal its stored bytes (identity
+        transform, same dtype, a single-file source) comes as ``writers.FileSlices`` that say
+        where those bytes are, for a writer that copies them straight from the file.
+        """
         import torch
         from tqdm import tqdm
 
+        from converters.writers import FileSlices
+
         target_dtype = getattr(torch, DTYPES[self.dtype])
-        position = {name: i for i, name in enumerate(self.source.shapes())}
+        shapes = self.source.shapes()
+        position = {name: i for i, name in enumerate(shapes)}
         source_dtypes = self.source.dtypes()
         items = sorted(self.mapped.items(), key=lambda kv: position[kv[0]])
+        slices = getattr(self.source, "slices", None) if on_disk else None
         for source, (target, how) in tqdm(items, desc="converting", unit="tensor",
                                           disable=not sys.stderr.isatty()):
+            stored = RAW_DTYPES.get(source_dtypes[source])
+            if slices is not None and how == "identity" and stored is not None and (
+                    stored == DTYPES[self.dtype] or not stored.startswith(("float", "bfloat"))):
+                located = slices(source)
+                if located is not None:
+                    yield target, FileSlices(located[0], tuple(located[1]), tuple(shapes[source]),
+                                             getattr(torch, stored), self.source.label)
+                    continue
             tensor = torch.from_numpy(np.ascontiguousarray(rules.TRANSFORMS[how](self.source.read(source))))
             if source_dtypes[source] == "BFloat16":  # the reader returns bf16 as raw 16-bit words
                 tensor = tensor.view(torch.bfloat16)

@@ -41,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -56,6 +57,7 @@ DEFAULT_SHARD_BYTES = 5 * 2**30
 _WRITE_BUFFER = 1 << 20
 _BLOCK = 4096  # O_DIRECT alignment: a multiple of every common logical block size
 _STAGE = 16 * 2**20
+_DEPTH = 3  # staging buffers: one being filled, up to two queued for the disk
 _DIRECT_IO = os.environ.get("RINGMOE_DIRECT_IO", "1") != "0"  # 0: write through the page cache
 
 # torch dtype -> (safetensors dtype, bytes per element, torch storage class name for pickles)
@@ -108,12 +110,15 @@ def _check(name: str, tensor, expected_name: str | None, spec: Spec | None, posi
     if name != expected_name:
         raise ConversionError(f"tensor {position + 1} of {total} is {name!r}, expected {expected_name!r} "
                               "(tensors must arrive in the order of the specs)")
-    if not isinstance(tensor, torch.Tensor):
+    if not isinstance(tensor, (torch.Tensor, FileSlices)):
         raise ConversionError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
     shape, dtype = spec
     if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
         raise ConversionError(f"{name}: got {tensor.dtype} {list(tensor.shape)}, "
                               f"but the header announced {dtype} {list(shape)}")
+    if isinstance(tensor, FileSlices) and tensor.nbytes != _nbytes(spec, name):
+        raise ConversionError(f"{name}: {tensor.path} holds {tensor.nbytes} bytes for it, "
+                              f"but {dtype} {list(shape)} needs {_nbytes(spec, name)}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -162,8 +167,29 @@ def _temp_path(out: Path) -> Iterator[Path]:
         raise
 
 
+@dataclass(frozen=True)
+class FileSlices:
+    """A tensor whose output bytes are already on disk, byte for byte: the concatenation of
+    ``pieces`` (``(offset, length)`` in file order) of the open file descriptor ``fd``.
+
+    A converter yields this instead of a ``torch.Tensor`` when a source tensor needs no
+    transform and no dtype change; the safetensors writer then reads it straight into its
+    staging buffer, skipping the intermediate array (one copy and its page faults).
+    """
+
+    fd: int
+    pieces: tuple[tuple[int, int], ...]
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    path: str
+
+    @property
+    def nbytes(self) -> int:
+        return sum(length for _, length in self.pieces)
+
+
 class _SequentialFile:
-    """Appends bytes to a file through an aligned staging buffer, bypassing the page cache.
+    """Appends bytes to a file through aligned staging buffers, bypassing the page cache.
 
     Writing a multi-GB checkpoint through the page cache costs about as much kernel time as
     the copy itself (and evicts everything else cached), so the data goes out with
@@ -171,6 +197,9 @@ class _SequentialFile:
     truncated to its true length. Where ``O_DIRECT`` is refused (tmpfs, some network file
     systems) the same code writes through the page cache. ``close()`` fsyncs. The file
     object interface (``write``, ``flush``) is what ``torch._C.PyTorchFileWriter`` needs.
+
+    A full buffer is handed to a writer thread and filling goes on in the next one, so the
+    disk always has a write in flight while the caller reads or copies (``_DEPTH`` buffers).
     """
 
     def __init__(self, path: Path, offset: int = 0, direct: bool | None = None):
@@ -189,11 +218,19 @@ class _SequentialFile:
                 self.direct = True
         if self.fd < 0:
             self.fd = os.open(path, os.O_WRONLY)
-        self._stage = mmap.mmap(-1, _STAGE)  # page-aligned, as O_DIRECT wants
-        self._array = np.frombuffer(self._stage, np.uint8)
+        self._stages = [mmap.mmap(-1, _STAGE) for _ in range(_DEPTH)]  # page-aligned, as O_DIRECT wants
+        self._free: queue.Queue = queue.Queue()
+        for index in range(1, _DEPTH):
+            self._free.put(index)
+        self._full: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, daemon=True, name="writers-disk")
+        self._writer.start()
+        self._current = 0
+        self._array = np.frombuffer(self._stages[0], np.uint8)
         self._fill = 0
         self._start = offset
-        self._offset = offset  # where the staging buffer goes in the file
+        self._offset = offset  # where the current staging buffer goes in the file
         self.written = 0
 
     def write(self, data) -> int:
@@ -211,24 +248,74 @@ class _SequentialFile:
         self.written += size
         return size
 
+    def write_slices(self, slices: FileSlices) -> int:
+        """Append a tensor's bytes read from its source file directly into the staging buffers."""
+        for offset, length in slices.pieces:
+            end = offset + length
+            while offset < end:
+                take = min(_STAGE - self._fill, end - offset)
+                view = memoryview(self._stages[self._current])[self._fill:self._fill + take]
+                try:
+                    got = os.preadv(slices.fd, [view], offset)
+                finally:
+                    view.release()
+                if got <= 0:
+                    raise ConversionError(f"{slices.path}: file ended at byte {offset} while reading tensor data")
+                self._fill += got
+                offset += got
+                if self._fill == _STAGE:
+                    self._flush_stage(_STAGE)
+        self.written += slices.nbytes
+        return slices.nbytes
+
     def flush(self) -> None:
         pass  # whole blocks only; close() writes the tail
 
     def _flush_stage(self, size: int) -> None:
-        view = memoryview(self._stage)[:size]
-        done = 0
-        while done < size:
-            try:
-                done += os.pwrite(self.fd, view[done:], self._offset + done)
-            except OSError as err:
-                if not self.direct or err.errno != errno.EINVAL:
-                    raise
-                # The file system took O_DIRECT at open but not for this write: go buffered.
-                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                self.direct = False
-        view.release()
+        """Queue the current buffer for the writer thread and continue in a free one."""
+        import numpy as np
+
+        self._full.put((self._current, size, self._offset))
         self._offset += size
+        self._current = self._free.get()  # waits while every other buffer is being written
+        if self._error is not None:
+            raise self._error
+        self._array = np.frombuffer(self._stages[self._current], np.uint8)
         self._fill = 0
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._full.get()
+            if job is None:
+                return
+            index, size, offset = job
+            if self._error is None:
+                try:
+                    self._pwrite(memoryview(self._stages[index])[:size], offset)
+                except BaseException as exc:  # raised in the caller at its next buffer switch
+                    self._error = exc
+            self._free.put(index)
+
+    def _pwrite(self, view: memoryview, offset: int) -> None:
+        done = 0
+        try:
+            while done < len(view):
+                try:
+                    done += os.pwrite(self.fd, view[done:], offset + done)
+                except OSError as err:
+                    if not self.direct or err.errno != errno.EINVAL:
+                        raise
+                    # The file system took O_DIRECT at open but not for this write: go buffered.
+                    fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                    self.direct = False
+        finally:
+            view.release()
+
+    def _drain(self) -> None:
+        """Wait for the writer thread to finish everything queued, and stop it."""
+        if self._writer.is_alive():
+            self._full.put(None)
+            self._writer.join()
 
     def close(self) -> None:
         """Write the tail, fix the length, fsync and close."""
@@ -241,18 +328,23 @@ class _SequentialFile:
                     self._flush_stage(padded)
                 else:
                     self._flush_stage(size)
+            self._drain()
+            if self._error is not None:
+                raise self._error
             os.ftruncate(self.fd, self._start + self.written)
             os.fsync(self.fd)
         finally:
             self.abort()
 
     def abort(self) -> None:
+        self._drain()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
         self._array = None
-        with contextlib.suppress(BufferError):
-            self._stage.close()
+        for stage in self._stages:
+            with contextlib.suppress(BufferError):
+                stage.close()
 
 
 # --------------------------------------------------------------------------- .pth
@@ -409,7 +501,10 @@ def _stream_into(f, specs: dict[str, Spec], stream: Iterator, done: int, total: 
             raise ConversionError(f"stream ended after {done} of {total} tensors; "
                                   f"{expected[done]!r} and later are missing") from None
         _check(name, tensor, expected[done], all_specs.get(name), done, total)
-        f.write(_raw_bytes(tensor))
+        if isinstance(tensor, FileSlices):
+            f.write_slices(tensor)
+        else:
+            f.write(_raw_bytes(tensor))
         del tensor
         done += 1
     return done
@@ -679,7 +774,7 @@ def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes:
     specs = plan_specs(plan) if fmt == "safetensors" else None
     meta = _Background(plan.meta)  # a daemon thread: an error below does not wait for it
     if fmt == "safetensors":
-        files = write_safetensors(plan.tensors(), specs, meta, out, max_shard_bytes, prefetch)
+        files = write_safetensors(plan.tensors(on_disk=True), specs, meta, out, max_shard_bytes, prefetch)
     else:
         files = [write_pth(plan.tensors(), meta, out, prefetch)]
     return files, meta.result()

@@ -434,3 +434,126 @@ def test_atomic_write_publishes_with_the_usual_mode_and_leaves_nothing_on_failur
             f.write("half")
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+# --------------------------------------------------------------------------- tensors copied from the source file
+
+
+def raw_file(tmp_path: Path, tensors: dict[str, torch.Tensor]) -> tuple[Path, dict[str, tuple[int, int]]]:
+    """The tensors' bytes back to back after a 100-byte preamble; {name: (offset, length)}."""
+    path, where, offset = tmp_path / "source.bin", {}, 100
+    with open(path, "wb") as f:
+        f.write(b"x" * offset)
+        for name, tensor in tensors.items():
+            data = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            f.write(data)
+            where[name] = (offset, len(data))
+            offset += len(data)
+    return path, where
+
+
+def as_slices(fd: int, path: Path, tensors: dict, where: dict, split: bool = True):
+    """Each tensor as FileSlices, in two pieces where it has at least two bytes (like MindSpore's split records)."""
+    from converters.writers import FileSlices
+
+    for name, tensor in tensors.items():
+        offset, length = where[name]
+        half = length // 2 if split and length >= 2 else length
+        pieces = ((offset, half), (offset + half, length - half)) if half < length else ((offset, length),)
+        yield name, FileSlices(fd, pieces, tuple(tensor.shape), tensor.dtype, str(path))
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_file_slices_are_copied_byte_for_byte_across_staging_buffers(tmp_path, monkeypatch, direct):
+    from converters import writers
+
+    monkeypatch.setattr(writers, "_DIRECT_IO", direct)
+    monkeypatch.setattr(writers, "_STAGE", 8192)  # tensors straddle buffers; every buffer gets queued
+    tensors = sample(torch.float32)
+    tensors = {k: v for k, v in tensors.items() if v.dtype != torch.bool}
+    path, where = raw_file(tmp_path, tensors)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mixed = dict(as_slices(fd, path, tensors, where))
+        mixed["big"] = tensors["big"]  # slices and tensors interleave in one stream
+        out = write_safetensors(iter(mixed.items()), specs_of(tensors), META, tmp_path / "out.safetensors")
+        sharded = write_safetensors(as_slices(fd, path, tensors, where), specs_of(tensors), META,
+                                    tmp_path / "shards", max_shard_bytes=4096)
+    finally:
+        os.close(fd)
+    assert_same(read_safetensors_checkpoint(out[0])[0], tensors)
+    assert_same(read_safetensors_checkpoint(sharded[-1])[0], tensors)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("truncated", "file ended at byte"),
+    ("short", "holds 28 bytes for it"),
+])
+def test_bad_file_slices_fail_in_one_line_and_write_nothing(tmp_path, problem, message):
+    from converters.writers import FileSlices
+
+    tensors = {"a": torch.arange(6, dtype=torch.float32), "b": torch.arange(8, dtype=torch.float32)}
+    path, where = raw_file(tmp_path, tensors)
+    fd = os.open(path, os.O_RDONLY)
+    offset, length = where["b"]
+    if problem == "truncated":  # the file is shorter than the record said: cut it under the reader
+        os.truncate(path, offset + 4)
+        pieces = ((offset, length),)
+    else:
+        pieces = ((offset, length - 4),)
+    stream = [("a", tensors["a"]), ("b", FileSlices(fd, pieces, (8,), torch.float32, str(path)))]
+    (tmp_path / "out").mkdir()
+    try:
+        with pytest.raises(ConversionError, match=message) as caught:
+            write_safetensors(iter(stream), specs_of(tensors), META, tmp_path / "out" / "m.safetensors")
+    finally:
+        os.close(fd)
+    assert "\n" not in str(caught.value)
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_a_disk_error_in_the_writer_thread_reaches_the_caller_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import threading
+
+    from converters import writers
+
+    monkeypatch.setattr(writers, "_STAGE", 8192)
+    calls = {"n": 0}
+    real_pwrite = os.pwrite
+
+    def full_disk(fd, data, offset):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(writers.os, "pwrite", full_disk)
+    tensors = {f"t{i}": torch.full((1024,), float(i)) for i in range(8)}  # 32 KiB: four buffers
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        write_safetensors(iter(tensors.items()), specs_of(tensors), META, tmp_path / "m.safetensors")
+    assert leftovers(tmp_path) == []
+    assert threading.active_count() == before  # the writer thread was joined
+
+
+def test_plan_streams_identity_tensors_straight_from_the_file(tiny_ms_checkpoint):
+    from converters.ringmoe import open_source, plan
+    from converters.writers import FileSlices
+
+    source = open_source(tiny_ms_checkpoint)
+    try:
+        kinds = {}
+        for dtype in ("fp32", "fp16"):
+            checked = plan(source, "tiny", dtype)
+            items = list(checked.tensors(on_disk=True))
+            kinds[dtype] = {type(value).__name__ for _, value in items}
+            transforms = {checked.mapped[s][0]: checked.mapped[s][1] for s in checked.mapped}
+            for target, value in items:  # transposed tensors must still come as converted arrays
+                if isinstance(value, FileSlices):
+                    assert transforms[target] == "identity" and value.dtype == torch.float32, target
+        assert kinds["fp32"] == {"FileSlices", "Tensor"}  # the rest (transposes) are converted in memory
+        assert kinds["fp16"] == {"Tensor"}  # a dtype change is never a byte copy
+        assert all(isinstance(v, torch.Tensor) for _, v in checked.tensors())  # default: in memory
+    finally:
+        source.close()
