@@ -8,13 +8,16 @@ training transforms of ``pretrain/data/modalities.py`` apply unchanged.
 - ``iter_raw_tiles``: a stream over the shards with ``mindspore.dataset.MindDataset``.
 - ``MindRecordFolder``: a drop-in for ``ModalityFolder`` (``__len__``, ``raw(i)``, ``sample(rng)``)
   with random access by index through ``mindspore.mindrecord.MindPage`` (one indexed lookup per
-  tile, nothing cached), so the per-step seeded sampling of ``multimodal_batches`` (and exact
-  resume) works on data sets larger than memory.
+  tile, nothing cached), so the per-sample seeded stream of pretrain/data/pipeline.py (and exact
+  resume) works on data sets larger than memory. Readers are opened per process and
+  thread, so the pipeline's workers never share one.
 """
 from __future__ import annotations
 
 import bisect
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -68,29 +71,30 @@ class MindRecordFolder(ModalityFolder):
 
     def __post_init__(self) -> None:
         self.folder, self.manifest = load_manifest(self.root, self.modality.name)
-        stored, tile = self.manifest["stored"], self.manifest["tile_size"]
+        stored = self.manifest["stored"]
         if self.manifest["model_channels"] != self.modality.channels:
             raise ValueError(f"{self.folder}: {self.manifest['model_channels']} channels, "
                              f"the model's {self.modality.name} has {self.modality.channels}")
-        if tile < self.img_size:
-            raise ValueError(f"{self.folder}: tiles are {tile} px, smaller than the input {self.img_size}")
         self.shards = self.manifest["shards"]
         self.starts = list(np.cumsum([0] + [s["count"] for s in self.shards])[:-1])
         self.total = int(sum(s["count"] for s in self.shards))
         self.stored = stored
-        self._pages: dict[int, object] = {}
+        self._pages: dict[tuple[int, int, int], object] = {}
 
     def __len__(self) -> int:
         return self.total
 
     def _page(self, k: int):
-        if k not in self._pages:
+        # one reader per process and thread: one opened before a fork stays with its process,
+        # and thread workers never share one
+        key = (os.getpid(), threading.get_ident(), k)
+        if key not in self._pages:
             from mindspore.mindrecord import MindPage
 
             page = MindPage(str(self.folder / self.shards[k]["file"]), num_consumer=1)
             page.category_field = "index"
-            self._pages[k] = page
-        return self._pages[k]
+            self._pages[key] = page
+        return self._pages[key]
 
     def key(self, index: int) -> tuple[int, int]:
         """(shard, row within the shard) of a global index (shards in manifest order)."""

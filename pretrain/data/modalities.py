@@ -27,17 +27,28 @@ def sar_l1_to_unit(raw: np.ndarray) -> np.ndarray:
     return np.clip(0.5 + 0.5 * x / scale, 0.0, 1.0)
 
 
+def sar_l1_power(raw: np.ndarray) -> np.ndarray:
+    """Total power sum over polarisations of |I + jQ|^2: [H, W, 8] I/Q -> [H, W] float32."""
+    x = raw.astype(np.float32)
+    return (x[..., 0::2] ** 2 + x[..., 1::2] ** 2).sum(-1)
+
+
+def power_to_target(power: np.ndarray) -> np.ndarray:
+    """Total power [H, W] -> the target [1, H, W]: clipped at its 99th percentile, min-max normalised."""
+    power = np.minimum(power, np.percentile(power, 99))
+    low, high = power.min(), power.max()
+    return ((power - low) / (high - low + 1e-12))[None].astype(np.float32)
+
+
 def sar_l1_total_power(raw: np.ndarray) -> np.ndarray:
     """The physics-informed target: total power sum over polarisations of |I + jQ|^2.
 
     Clipped at the 99th percentile and min-max normalised, shape [1, H, W]. Used only when
     ``sar_l1_power_target`` is on (a ninth reconstructed channel; the released model has 8).
+    The training pipeline computes the power on the crop at the sensor's resolution and
+    resamples it before ``power_to_target`` (pretrain/data/augment.py).
     """
-    x = raw.astype(np.float32)
-    power = (x[..., 0::2] ** 2 + x[..., 1::2] ** 2).sum(-1)
-    power = np.minimum(power, np.percentile(power, 99))
-    low, high = power.min(), power.max()
-    return ((power - low) / (high - low + 1e-12))[None].astype(np.float32)
+    return power_to_target(sar_l1_power(raw))
 
 
 def sar_l2_to_unit(raw: np.ndarray) -> np.ndarray:
@@ -49,8 +60,7 @@ def sar_l2_to_unit(raw: np.ndarray) -> np.ndarray:
 def msi_to_unit(raw: np.ndarray) -> np.ndarray:
     """Multispectral [H, W, 4] (B, G, R, NIR; any integer depth) -> [4, H, W] via a 2-98% stretch."""
     x = raw.astype(np.float32).transpose(2, 0, 1)
-    low = np.percentile(x, 2, axis=(1, 2), keepdims=True)
-    high = np.percentile(x, 98, axis=(1, 2), keepdims=True)
+    low, high = np.percentile(x, (2, 98), axis=(1, 2), keepdims=True)  # one partition for both
     return np.clip((x - low) / np.maximum(high - low, 1e-6), 0.0, 1.0)
 
 
