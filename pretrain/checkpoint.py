@@ -183,6 +183,8 @@ def resume_state(path: str | Path, net, optimizer=None) -> tuple[int, dict]:
     return (int(params["step_num"].asnumpy()) if "step_num" in params else 0), meta
 
 
-def checkpoint_name(prefix: str, step: int) -> str:
-    return f"{prefix}-step{step}.ckpt"
+def checkpoint_name(prefix: str, step: int, width: int = 0) -> str:
+    """``<prefix>-step<N>.ckpt``; ``width`` zero-pads N so that the lexicographically last file of a
+    rank_<r>/ directory is its newest, which is the one MindSpore's tools and converters/merge.py take."""
+    return f"{prefix}-step{step:0{width}d}.ckpt"
 

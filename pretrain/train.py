@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -161,11 +162,31 @@ def set_device(device: str) -> None:
     MindSpore refuses any call once a kernel has run, even one that changes nothing."""
     import mindspore as ms
 
+    from pretrain.parallel import device_id_from_env
+
     try:
-        ms.set_device(device)
+        ms.set_device(device, device_id_from_env(device))
     except RuntimeError:
         if ms.get_context("device_target") != device:
             raise
+
+
+def setup_distributed(cfg: dict, work_dir: Path):
+    """Parallel init (after set_device): communication and the auto-parallel context from the
+    ``parallel`` section; returns pretrain.parallel.DistInfo (rank 0 of 1 when stand-alone).
+
+    Rank 0 writes the work dir's config.json, train.log, log.jsonl, loss.png and the strategy
+    file; rank r > 0 logs to <work_dir>/rank_<r>/ (train.log, log.jsonl). Every rank saves its
+    checkpoints in <work_dir>/rank_<r>/ (converters/merge.py reads that layout)."""
+    from pretrain.parallel import config_parallel, init_parallel
+
+    dist = init_parallel(config_parallel(cfg, cfg["train"]["device"]), work_dir)
+    if dist.distributed:
+        if not dist.is_main:
+            setup_logging(dist.log_dir(work_dir))
+        logger.info("rank %d of %d (%s); auto-parallel context %s", dist.rank, dist.group_size,
+                    dist.config.mode, dist.context)
+    return dist
 
 
 def routing_stats(net, names: list[str], images, masks, targets) -> dict:
@@ -225,21 +246,51 @@ on logged steps that are multiples of train.routing_interval (and the last), fro
 A resumed run first trims records after its checkpoint's step, so steps are unique and ascending."""
 
 
-def _data_position(cfg: dict, root, step: int) -> dict:
-    """Where the data stream stands: multimodal_batches draws step i from a generator seeded
-    by (seed, i), so (seed, batch size, data root, next index) reproduce the next batches."""
-    return {"stream": "multimodal_batches", "seed": cfg["train"]["seed"], "batch_size": cfg["data"]["batch_size"],
-            "root": str(root), "next_index": step}
+def _data_position(cfg: dict, root, step: int, group_size: int = 1) -> dict:
+    """Where the data stream stands: pretrain/data/pipeline.py seeds every sample by (seed, step,
+    modality, slot), so (seed, per-rank batch size, ranks, data root, augmentation, next index)
+    reproduce the next batches."""
+    from pretrain.data.pipeline import STREAM, PipelineOptions
+
+    return {"stream": STREAM, "seed": cfg["train"]["seed"], "batch_size": cfg["data"]["batch_size"],
+            "group_size": group_size, "root": str(root), "next_index": step,
+            **PipelineOptions.from_config(cfg["data"]).position()}
 
 
 def _check_resume_position(saved: dict, current: dict) -> None:
     """A resumed run sees the same batches only with the same seed, batch size and data."""
-    for key in ("seed", "batch_size", "root"):
+    for key in ("stream", "seed", "batch_size", "group_size", "root", "crop_scale", "crop_ratio", "flip_prob"):
         if key in saved and saved[key] != current[key]:
-            logger.warning("warning: resuming with data.%s=%r but the checkpoint was trained with %r: the batches "
+            logger.warning("warning: resuming with data %s=%r but the checkpoint was trained with %r: the batches "
                            "after resume differ from an uninterrupted run", key, current[key], saved[key])
     if saved.get("next_index", current["next_index"]) != current["next_index"]:
         raise RuntimeError(f"checkpoint data position {saved['next_index']} != its step {current['next_index']}")
+
+
+def build_train_step(net, optimizer, names: list[str], graph: bool, grad_reducer=None):
+    """One training step: forward, backward and the optimizer update (also timed by
+    benchmarks/perf/step_perf.py). Called as ``train_step(images, masks, power)`` with tuples of
+    per-modality tensors (ms.mutable in graph mode) and the SAR-L1 power target or None;
+    returns (loss, per-modality losses, aux loss)."""
+    import mindspore as ms
+
+    def forward(images, masks, targets):
+        return net(images, masks, targets)
+
+    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters, has_aux=True)
+    sar_l1 = names.index("sar_l1") if "sar_l1" in names else -1
+
+    def train_step(images, masks, power):
+        targets = None if power is None else tuple(power if m == sar_l1 else None for m in range(len(names)))
+        (loss, per_modality, aux), grads = grad_fn(images, masks, targets)
+        if grad_reducer is not None:  # data parallel: the mean gradient over ranks
+            grads = grad_reducer(grads)
+        optimizer(grads)
+        return loss, per_modality, aux
+
+    if graph:  # compiled once (about 30 s for tiny on 2 cores), then ~4x faster
+        train_step = ms.jit(train_step)
+    return train_step
 
 
 def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
@@ -248,7 +299,7 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
     from mindspore import nn
 
     from pretrain.checkpoint import checkpoint_name, latest_checkpoint, resume_state, save_checkpoint
-    from pretrain.data.folder import multimodal_batches
+    from pretrain.data.pipeline import PipelineOptions, describe, multimodal_batches
     from pretrain.data.synthetic import generate_pretrain_data
     from pretrain.models.ringmoe import RingMoESimMIM
 
@@ -257,12 +308,16 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
     mode = ms.GRAPH_MODE if tcfg.get("mode", "pynative") == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     set_device(tcfg["device"])
+    dist = setup_distributed(cfg, work_dir)  # parallel init; every rank seeds alike, so weights start equal
     ms.set_seed(tcfg["seed"])
     arch = build_arch(cfg)
     logger.info(count_params(arch))
 
     root = dcfg.get("root")
     kind = dcfg.get("type", "folder")
+    if not root and not dist.is_main:  # rank 0 writes the demo data (below); the others wait for it
+        dist.barrier()
+        root = work_dir / ("data_mindrecord" if kind == "mindrecord" else "data")
     if not root:
         root = generate_pretrain_data(work_dir / "data", dcfg.get("demo_tiles", 16), dcfg.get("demo_tile_size", 256),
                                       tcfg["seed"])
@@ -273,8 +328,18 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
             build_from_root(root, work_dir / "data_mindrecord", BuildOptions(overwrite=True, progress=False),
                             echo=logger.info)
             root = work_dir / "data_mindrecord"
+        dist.barrier()  # the demo data is complete (a no-op stand-alone)
 
     net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0))
+    if dist.config.recompute:
+        from pretrain.parallel import apply_recompute
+
+        logger.info("recompute: %d encoder blocks", apply_recompute(net))
+    ckpt_dir = dist.rank_dir(work_dir)  # <work_dir>/rank_<r>/ when distributed
+    if dist.is_main and dist.config.mode == "data_parallel":  # MindSpore writes none in this mode: every
+        from pretrain.parallel import net_params, plan_layouts, write_strategy  # parameter whole on every rank
+
+        write_strategy(plan_layouts(net_params(net), dist.config, arch.num_heads), dist.strategy_path(work_dir))
     steps = tcfg["steps"]
     schedule = lr_schedule(ocfg, steps)
     optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=schedule,
@@ -282,37 +347,32 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
                                    weight_decay=ocfg.get("weight_decay", 0.05))
     start = 0
     if resume:
-        path = latest_checkpoint(work_dir) if resume == "auto" else Path(resume)
+        if dist.distributed and resume != "auto":
+            raise ConfigError("--resume PATH: a distributed run resumes each rank from its rank_<r>/ dir; "
+                              "use --resume without a path and the same --work-dir")
+        path = latest_checkpoint(ckpt_dir) if resume == "auto" else Path(resume)
         if path is None:
-            raise ConfigError(f"--resume: no checkpoint in {work_dir}")
+            raise ConfigError(f"--resume: no checkpoint in {ckpt_dir}")
         start, saved_meta = resume_state(path, net, optimizer)
-        _check_resume_position(saved_meta.get("data", {}), _data_position(cfg, root, start))
+        dist.agree(start, "the step to resume from (a rank was killed while saving? delete its newest checkpoint)")
+        _check_resume_position(saved_meta.get("data", {}), _data_position(cfg, root, start, dist.data_shard[1]))
         logger.info("resumed from %s at step %d", path, start)
+    data_options = PipelineOptions.from_config(dcfg)
+    logger.info("data pipeline: %s", describe(data_options))
     batches = multimodal_batches(root, arch, dcfg["batch_size"], tcfg["seed"], arch.sar_l1_power_target, start,
-                                 kind=kind)
+                                 kind=kind, num_steps=steps - start, options=data_options,
+                                 rank=dist.data_shard[0], group_size=dist.data_shard[1])  # this rank's share
 
-    def forward(images, masks, targets):
-        return net(images, masks, targets)
-
-    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters, has_aux=True)
     names = [m.name for m in arch.modalities]
-
     sar_l1 = names.index("sar_l1") if "sar_l1" in names else -1
-
-    def train_step(images, masks, power):
-        targets = None if power is None else tuple(power if m == sar_l1 else None for m in range(len(names)))
-        (loss, per_modality, aux), grads = grad_fn(images, masks, targets)
-        optimizer(grads)
-        return loss, per_modality, aux
-
-    if mode == ms.GRAPH_MODE:  # compiled once (about 30 s for tiny on 2 cores), then ~4x faster
-        train_step = ms.jit(train_step)
+    train_step = build_train_step(net, optimizer, names, graph=mode == ms.GRAPH_MODE,
+                                  grad_reducer=dist.grad_reducer(optimizer.parameters))
     meta = {"arch": arch.to_dict(), "config": cfg.get("name"), "data_root": str(root)}
     prefix = f"ringmoe-{cfg.get('name', 'model')}"
     net.set_train(True)
     images_per_step = dcfg["batch_size"] * len(names)
     routing_interval = tcfg.get("routing_interval", 0)
-    log_path = work_dir / "log.jsonl"
+    log_path = dist.log_dir(work_dir) / "log.jsonl"
     trim_log(log_path, start)
     log_file = log_path.open("a")
     begin = time.perf_counter()
@@ -346,12 +406,14 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
             log_file.flush()
             step_time, step_count = 0.0, 0
         if done % tcfg["save_interval"] == 0 or done == steps:
-            path = save_checkpoint(work_dir / checkpoint_name(prefix, done), net,
-                                   dict(meta, data=_data_position(cfg, root, done)), optimizer, done, keep_last)
+            position = _data_position(cfg, root, done, dist.data_shard[1])
+            path = save_checkpoint(ckpt_dir / checkpoint_name(prefix, done, dist.step_width), net,
+                                   dict(meta, data=position), optimizer, done, keep_last)
             logger.info("saved %s", path)
     log_file.close()
-    plot_losses(log_path, work_dir / "loss.png")
-    final = work_dir / checkpoint_name(prefix, steps)
+    if dist.is_main:
+        plot_losses(log_path, work_dir / "loss.png")
+    final = ckpt_dir / checkpoint_name(prefix, steps, dist.step_width)
     return final
 
 
@@ -361,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = apply_overrides(load_config(args.config), args.cfg_options)
         cfg.setdefault("name", Path(args.config).stem)
         arch = build_arch(cfg)
+        from pretrain.parallel import config_parallel
+
+        config_parallel(cfg, args.device or cfg["train"].get("device"))
     except (ConfigError, KeyError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError quotes its text
         print(f"train: error: {message}", file=sys.stderr)
@@ -373,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(args.work_dir or cfg.get("work_dir") or f"work_dirs/pretrain/{cfg['name']}")
     setup_logging(work_dir)
     resolved = work_dir / "config.json"  # the resolved config, written whole or not at all
-    resolved.with_suffix(".json.tmp").write_text(json.dumps(cfg, indent=1))
-    resolved.with_suffix(".json.tmp").replace(resolved)
+    tmp = resolved.with_name(f".config.json.tmp-{os.getpid()}")  # every rank writes it: one temp file each
+    tmp.write_text(json.dumps(cfg, indent=1))
+    tmp.replace(resolved)
     try:
         final = train(cfg, work_dir, args.resume)
     except (ConfigError, FileNotFoundError, ValueError) as err:
