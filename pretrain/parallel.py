@@ -14,7 +14,10 @@ Modes (``parallel.mode``):
 Layout rules (the MindFormers convention the authors trained with): the device count is
 data_parallel x model_parallel (x pipeline_stages); expert parallelism is carved out of the
 data-parallel ranks, so expert_parallel divides data_parallel and the expert count. Ranks are
-numbered row-major over [data, model]: rank = d * model_parallel + m.
+numbered row-major over [data, model]: rank = d * model_parallel + m, and for expert weights the
+data index splits as d = e * (data_parallel / expert_parallel) + i (expert slice e, copy i).
+pretrain/models/ringmoe.py, built with ParallelLayout.from_config(...), declares the operator
+shard strategies that realise these layouts (models.ringmoe.weight_strategies reads them back).
 
 Check a layout without devices (prints the device matrix, per-rank shard shapes and memory, and
 can write the planned strategy in MindSpore's JSON form, which converters/merge.py reads):
@@ -77,6 +80,30 @@ class ParallelConfig:
 
 
 _INT_KEYS = ("data_parallel", "model_parallel", "expert_parallel", "pipeline_stages")
+
+
+def head_split(num_heads: int, model_parallel: int) -> int:
+    """How many ways an attention layer splits over model_parallel: by heads where they divide
+    evenly, else not at all (giant stage 0 has 14 heads; 8-way model parallel leaves it whole)."""
+    return model_parallel if num_heads % model_parallel == 0 else 1
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """The operator-parallel split counts pretrain/models/ringmoe.py shards its operators by
+    (``RingMoESimMIM(arch, parallel=layout)``)."""
+
+    data_parallel: int = 1
+    model_parallel: int = 1
+    expert_parallel: int = 1
+
+    @classmethod
+    def from_config(cls, pc: ParallelConfig) -> "ParallelLayout | None":
+        """The layout of a semi_auto_parallel run; None otherwise (the model sets no strategies:
+        stand-alone and data_parallel run the whole model on every rank)."""
+        if pc.mode != "semi_auto_parallel":
+            return None
+        return cls(pc.data_parallel, pc.model_parallel, pc.expert_parallel)
 
 
 def parse_parallel(section: dict | None) -> ParallelConfig:
@@ -153,6 +180,18 @@ def check_group_size(pc: ParallelConfig, group_size: int) -> None:
                           f"{group_size} process(es) were launched")
 
 
+def check_layout(pc: ParallelConfig, arch) -> None:
+    """Under semi_auto_parallel, every stage's FFN hidden width (shared FFN and experts) must split
+    evenly over model_parallel (attention heads that do not divide stay whole)."""
+    if pc.mode != "semi_auto_parallel":
+        return
+    for stage in range(arch.num_stages):
+        hidden = arch.stage_dim(stage) * arch.mlp_ratio
+        if hidden % pc.model_parallel:
+            raise ConfigError(f"parallel.model_parallel={pc.model_parallel} does not divide the FFN hidden width "
+                              f"{hidden} of stage {stage}")
+
+
 def config_parallel(cfg: dict, device: str | None = None) -> ParallelConfig:
     """Parse and check the ``parallel`` section of a resolved pretraining config."""
     from pretrain.models.arch import get_arch
@@ -160,6 +199,10 @@ def config_parallel(cfg: dict, device: str | None = None) -> ParallelConfig:
     pc = parse_parallel(cfg.get("parallel"))
     experts = cfg.get("model", {}).get("num_experts") or get_arch(cfg["model"]["arch"]).num_experts
     check_parallel(pc, experts, device)
+    if pc.mode == "semi_auto_parallel":
+        from pretrain.train import build_arch
+
+        check_layout(pc, build_arch(cfg))
     return pc
 
 
@@ -264,12 +307,11 @@ class DistInfo:
 
 
 def semi_auto_unsupported(pc: ParallelConfig) -> str | None:
-    """Why this MindSpore model cannot run ``pc`` today (None if it can)."""
-    if pc.mode == "semi_auto_parallel" and (pc.model_parallel > 1 or pc.expert_parallel > 1):
-        return (f"parallel.model_parallel={pc.model_parallel}/expert_parallel={pc.expert_parallel} need operator "
-                "shard strategies in pretrain/models/ringmoe.py, which it does not set yet (MindSpore would "
-                "run its default batch-split strategies instead); check the layout with "
-                "`python -m pretrain.parallel --config ...` or use model_parallel=1 expert_parallel=1")
+    """Why this MindSpore model cannot run ``pc`` (None if it sets strategies for it): data x
+    model x expert parallel are supported; pipeline stages are not (the model has no stage cells)."""
+    if pc.mode == "semi_auto_parallel" and pc.pipeline_stages > 1:
+        return (f"parallel.pipeline_stages={pc.pipeline_stages}: pretrain/models/ringmoe.py is not split into "
+                "pipeline stage cells; use pipeline_stages=1")
     return None
 
 
@@ -359,13 +401,15 @@ class Layout:
                 "opt_weight_shard_size": self.opt_shard_size}
 
 
-# Tensor maps over [data, model] (model = 0) and, for experts, [data/ep, expert, model] (expert = 1).
+# Tensor maps over [data, model] (model = 0) and, for experts, [expert, data/ep, model] (expert = 2):
+# the expert matmuls split the buffer [experts, capacity, width] as (ep, dp/ep, 1), their weights
+# as (ep, 1, mp) (pretrain/models/ringmoe.py ExpertFFN).
 _EXPERT = re.compile(r"\.(special_ffn\.\d+|cross_ffn)\.(mapping|projection)\.(weight|bias)$")
 _PUBLIC = re.compile(r"\.public_ffn\.(mapping|projection)\.(weight|bias)$")
 _ATTN = re.compile(r"\.layers\.(\d+)\.blocks\.\d+\.attn\.(q|k|v|proj|relative_position_bias)\."
                    r"(weight|bias|relative_position_bias_table)$")
-_EXPERT_MAPS = {("mapping", "weight"): (1, -1, 0), ("mapping", "bias"): (-1, 1, -1, 0),
-                ("projection", "weight"): (1, 0, -1), ("projection", "bias"): (-1, 1, -1, -1)}
+_EXPERT_MAPS = {("mapping", "weight"): (2, -1, 0), ("mapping", "bias"): (-1, 2, -1, 0),
+                ("projection", "weight"): (2, 0, -1), ("projection", "bias"): (-1, 2, -1, -1)}
 _PUBLIC_MAPS = {("mapping", "weight"): (-1, 0), ("mapping", "bias"): (0,),
                 ("projection", "weight"): (0, -1), ("projection", "bias"): (-1,)}
 # nn.Dense stores [out, in]: q/k/v split their outputs (heads), proj its inputs.
@@ -387,7 +431,7 @@ def _tensor_map(name: str, ndim: int, pc: ParallelConfig, num_heads: tuple[int, 
         return "dense", _PUBLIC_MAPS[match.group(1), match.group(2)]
     match = _ATTN.search(name)
     # Head-parallel attention only where the heads split evenly (giant stage 0 has 14 heads).
-    if match and num_heads[int(match.group(1))] % pc.model_parallel == 0:
+    if match and head_split(num_heads[int(match.group(1))], pc.model_parallel) == pc.model_parallel:
         return "dense", _ATTN_MAPS[match.group(2), match.group(3)]
     return "replicated", (-1,) * ndim
 
@@ -410,7 +454,7 @@ def plan_layouts(params: list[tuple[str, tuple[int, ...], bool]], pc: ParallelCo
         if pc.mode == "data_parallel":
             dev = (pc.device_num,)
         elif kind == "expert":
-            dev = (dp // ep, ep, mp)
+            dev = (ep, dp // ep, mp)
         else:
             dev = (dp, mp)
         # a map onto a device axis of size 1 splits nothing: write -1 as MindSpore does
@@ -533,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     summary["context"] = context_kwargs(pc, pc.device_num, pc.strategy_file)
     summary["data"] = {"batch_per_rank": cfg["data"]["batch_size"],
                        "global_batch": cfg["data"]["batch_size"] * pc.data_parallel}
-    summary["runnable_now"] = semi_auto_unsupported(pc) or "yes"
+    summary["runnable_now"] = semi_auto_unsupported(pc) or (
+        "yes (operator shard strategies: pretrain/models/ringmoe.py)" if pc.mode == "semi_auto_parallel" else "yes")
     if args.strategy_out:
         summary["strategy"] = str(write_strategy(layouts, Path(args.strategy_out)))
     if args.json:
@@ -547,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  global batch {summary['data']['global_batch']} per modality ({summary['data']['batch_per_rank']} per "
           f"data-parallel rank); layouts: {summary['layout_kinds']}")
     print(f"  set_auto_parallel_context({', '.join(f'{k}={v!r}' for k, v in summary['context'].items())})")
-    print(f"  runnable with this MindSpore model now: {summary['runnable_now']}")
+    print(f"  runnable with this MindSpore model: {summary['runnable_now']}")
     for lay in representatives(layouts)[: args.show]:
         print(f"  {lay.name}: {list(lay.shape)} -> {list(lay.slice_shape)} per rank "
               f"(dev {list(lay.dev_matrix)}, map {list(lay.tensor_map)}, opt {lay.opt_shard_size})")

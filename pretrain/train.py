@@ -330,7 +330,10 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
             root = work_dir / "data_mindrecord"
         dist.barrier()  # the demo data is complete (a no-op stand-alone)
 
-    net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0))
+    from pretrain.parallel import ParallelLayout  # semi_auto_parallel: the model's operator shard strategies
+
+    net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0),
+                        parallel=ParallelLayout.from_config(dist.config))
     if dist.config.recompute:
         from pretrain.parallel import apply_recompute
 

@@ -1,8 +1,8 @@
 """RingMoE in MindSpore: a Swin backbone with modal Mixture-of-Experts FFNs, and its SimMIM wrapper.
 
-Read top to bottom: helpers, routing, the MoE layer, attention, block, stage, encoder, SimMIM.
-Numerics and parameter names follow ``../shared/design/ringmoe.md`` (the authors' layout), so
-that a checkpoint of the original code base converts with the same rules as ours:
+Read top to bottom: shard strategies, helpers, routing, the MoE layer, attention, block, stage,
+encoder, SimMIM. Numerics and parameter names follow ``../shared/design/ringmoe.md`` (the authors'
+layout), so that a checkpoint of the original code base converts with the same rules as ours:
 
 * post-norm residuals ``x = x + norm1(attn(x))``, ``x = x + norm2(moe(x))``;
 * Swin-V1 attention with separate q/k/v and a relative-position-bias table;
@@ -15,6 +15,17 @@ dropping overflow tokens exactly as the authors do) and the single-modality path
 downstream and for parity (no capacity limit). Experts are dispatched by index into a
 [experts, capacity] buffer rather than the authors' dense one-hot [tokens, experts, capacity]
 tensors, which need ~20 GB for the tiny config.
+
+Operator parallelism (MindSpore semi_auto_parallel): built with ``parallel=ParallelLayout(dp, mp,
+ep)`` (pretrain/parallel.py), every operator declares a shard strategy that realises the layouts
+``pretrain.parallel.plan_layouts`` plans: batch axes over data_parallel; attention heads over
+model_parallel where they divide (q/k/v split by output, proj by input); the shared FFN split
+Megatron-style (mapping by hidden column, projection by hidden row); experts over expert_parallel
+and their hidden width over model_parallel, with the capacity axis over the data-parallel ranks
+that share an expert slice; routers, norms, embeddings and decoders replicated. Without a layout
+(the default) no strategy is set and the graph computes exactly what it computed before.
+Operator parallelism computes the single-device program on the global batch, so capacity,
+routing and drops are those of the whole batch, whatever the layout.
 """
 from __future__ import annotations
 
@@ -26,41 +37,57 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, Zero, initializer
 
 from pretrain.models.arch import RingMoEArch, capacity
+from pretrain.parallel import ParallelLayout, head_split
 
 LN_EPS = 1e-6
 MERGE_LN_EPS = 1e-4
 MASK_VALUE = -100.0
 
 
+# ---- shard strategies --------------------------------------------------------------------
+class ShardSpec:
+    """Split counts of a ParallelLayout, and ``spec(prim, *strategy)`` to declare a primitive's
+    input strategy: a no-op without a layout, so stand-alone graphs carry no strategies."""
+
+    def __init__(self, layout: ParallelLayout | None = None):
+        self.on = layout is not None
+        self.dp = layout.data_parallel if self.on else 1
+        self.mp = layout.model_parallel if self.on else 1
+        self.ep = layout.expert_parallel if self.on else 1
+        self.outer = self.dp // self.ep  # data-parallel ranks holding the same expert slice
+
+    def __call__(self, prim, *strategy: tuple):
+        if self.on:
+            prim.shard(tuple(strategy))
+        return prim
+
+    def heads(self, num_heads: int) -> int:
+        """Head split of an attention layer: model_parallel where it divides the heads, else none
+        (the planner's rule)."""
+        return head_split(num_heads, self.mp)
+
+    def cols(self, size: int) -> int:
+        """Split of a token width for the dispatch gathers (model_parallel where it divides)."""
+        return self.mp if size % self.mp == 0 else 1
+
+    def batch(self, rank: int) -> tuple:
+        """Batch axis over data_parallel, the rest whole."""
+        return (self.dp,) + (1,) * (rank - 1)
+
+    def layer_norm(self, norm: nn.LayerNorm, rank: int) -> None:
+        self(norm.layer_norm, self.batch(rank), (1,), (1,))
+
+
+NO_SHARD = ShardSpec()
+
+
+def _const(value, dtype=ms.float32, scalar: bool = False) -> Tensor:
+    """A constant operand: shape (1,) broadcasts against any tensor and takes strategy (1,); a
+    scalar (shape ()) takes strategy ()."""
+    return Tensor(value if scalar else [value], dtype)
+
+
 # ---- helpers -----------------------------------------------------------------------------
-def gelu_tanh(x: Tensor) -> Tensor:
-    return ops.gelu(x, approximate="tanh")
-
-
-def roll_hw(x: Tensor, shift: int) -> Tensor:
-    """torch.roll(x, (shift, shift), dims=(1, 2)) for a [B, H, W, C] map, with slices and concat."""
-    if shift == 0:
-        return x
-    h, w = x.shape[1], x.shape[2]
-    sh, sw = (-shift) % h, (-shift) % w
-    x = ops.concat((x[:, sh:], x[:, :sh]), axis=1)
-    return ops.concat((x[:, :, sw:], x[:, :, :sw]), axis=2)
-
-
-def window_partition(x: Tensor, window: int) -> Tensor:
-    """[B, H, W, C] -> [B * num_windows, window * window, C], windows in row-major order."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // window, window, w // window, window, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
-
-
-def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // window) * (w // window))
-    x = windows.reshape(b, h // window, w // window, window, window, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-
-
 def relative_position_index(window: int) -> np.ndarray:
     """The standard Swin index into a [(2W-1)^2, heads] table, shape [W*W, W*W]."""
     coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
@@ -88,42 +115,105 @@ def trunc_normal(shape, std: float = 0.02):
     return initializer(TruncatedNormal(std), shape, ms.float32)
 
 
+class ModalityBatch(nn.Cell):
+    """Where each modality's images sit in the joint batch of the pretraining path.
+
+    Stand-alone: modality-major rows (row m*B + b), as the authors concatenate. Under a layout:
+    batch-major rows (row b*M + m), so that a data-parallel split of the batch axis gives every
+    rank whole images of every modality and taking one modality out is a local slice (MindSpore
+    cannot split a concatenated or sliced axis). Only routing depends on the row order; the MoE
+    layer restores the modality-major order there. Tensors are [rows, L, C].
+    """
+
+    def __init__(self, num_modalities: int, spec: ShardSpec = NO_SHARD):
+        super().__init__()
+        self.num_modalities = num_modalities
+        self.batch_major = spec.on
+        self.concat = ops.Concat(axis=0)
+        self.stack = spec(ops.Stack(axis=1), *[spec.batch(3)] * num_modalities)
+        self.slice = spec(ops.StridedSlice(), spec.batch(4))
+
+    def join(self, parts) -> Tensor:
+        """Per-modality [B, L, C] tensors -> one [M*B, L, C] batch."""
+        if not self.batch_major:
+            return self.concat(tuple(parts))
+        x = self.stack(tuple(parts))
+        return x.reshape((-1,) + x.shape[2:])
+
+    def part(self, x: Tensor, m: int) -> Tensor:
+        """Modality m's [B, L, C] rows of a joint [M*B, L, C] batch."""
+        count = x.shape[0] // self.num_modalities
+        if not self.batch_major:
+            return x[m * count : (m + 1) * count]
+        x = x.reshape((count, self.num_modalities) + x.shape[1:])
+        begin, end = (0, m, 0, 0), (count, m + 1) + x.shape[2:]
+        return self.slice(x, begin, end, (1, 1, 1, 1)).reshape((count,) + x.shape[2:])
+
+
 # ---- routing and experts -----------------------------------------------------------------
 class Router(nn.Cell):
-    """Bias-free Linear in fp32, softmax, top-1 by argmax. Saved as ``<name>.dense.weight``."""
+    """Bias-free Linear in fp32, softmax, top-1 by argmax. Saved as ``<name>.dense.weight``.
 
-    def __init__(self, dim: int, num_experts: int):
+    Replicated weight, tokens over data_parallel."""
+
+    def __init__(self, dim: int, num_experts: int, spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.num_experts = num_experts
         self.dense = nn.Dense(dim, num_experts, has_bias=False, weight_init=Normal(0.02))
+        dp = spec.dp
+        self.matmul = spec(ops.MatMul(transpose_b=True), (dp, 1), (1, 1))
+        self.softmax = spec(ops.Softmax(axis=-1), (dp, 1))
+        self.argmax = spec(ops.Argmax(axis=-1, output_type=ms.int32), (dp, 1))
+        # Switch load balancing: E^2 * mean_e(mean_t(onehot) * mean_t(p)), onehot before drops.
+        self.density = spec(ops.ReduceMean(), (1, 1))
+        self.proxy = spec(ops.ReduceMean(), (dp, 1))
+        self.product = spec(ops.Mul(), (1,), (1,))
+        self.mean = spec(ops.ReduceMean(), (1,))
+        self.scale = spec(ops.Mul(), (), ())
+
+    def weight_consumers(self):
+        yield self.dense.weight, self.matmul, 1
 
     def construct(self, tokens: Tensor):
-        logits = ops.matmul(tokens.astype(ms.float32), self.dense.weight.astype(ms.float32).T)
-        probs = ops.softmax(logits, axis=-1)
-        expert = ops.argmax(probs, dim=-1).astype(ms.int32)
-        return expert, probs
+        logits = self.matmul(tokens.astype(ms.float32), self.dense.weight.astype(ms.float32))
+        probs = self.softmax(logits)
+        return self.argmax(probs), probs
+
+    def aux_loss(self, onehot: Tensor, probs: Tensor, scale_experts: int) -> Tensor:
+        density = self.density(onehot.astype(ms.float32), 0)
+        balance = self.mean(self.product(density, self.proxy(probs, 0)), ())
+        return self.scale(balance, _const(float(scale_experts**2), scalar=True))
+
+
+class RouteSlots(nn.Cell):
+    """Slot of each token in its expert's buffer and whether it is kept (cap: the capacity).
+
+    A token's slot is the running count of earlier tokens (in the order given) routed to the same
+    expert. Tokens whose slot reaches the capacity are dropped. The running count needs every
+    token's choice, so these small integer vectors are replicated on every rank.
+    """
+
+    def __init__(self, num_experts: int, spec: ShardSpec = NO_SHARD):
+        super().__init__()
+        self.num_experts = num_experts
+        self.onehot = spec(ops.OneHot(), (1, 1), (), ())
+        self.cumsum = spec(ops.CumSum(), (1, 1))
+        self.mask = spec(ops.Mul(), (1, 1), (1, 1))
+        self.count = spec(ops.ReduceSum(), (1, 1))
+        self.minus_one = spec(ops.Sub(), (1,), (1,))
+        self.below = spec(ops.Less(), (1,), (1,))
+        self.on_value, self.off_value = _const(1, ms.int32, True), _const(0, ms.int32, True)
+        self.one = _const(1, ms.int32)
+
+    def construct(self, expert: Tensor, cap: int):
+        onehot = self.onehot(expert, self.num_experts, self.on_value, self.off_value)
+        slot = self.minus_one(self.count(self.mask(self.cumsum(onehot, 0), onehot), -1), self.one)
+        return slot, self.below(slot, _const(cap, ms.int32)), onehot
 
 
 def route_slots(expert: Tensor, num_experts: int, cap: int | None):
-    """Slot of each token in its expert's buffer and whether it is kept.
-
-    A token's slot is the running count of earlier tokens (in flattened batch-major order)
-    routed to the same expert. Tokens whose slot reaches the capacity are dropped.
-    """
-    onehot = ops.one_hot(expert, num_experts, Tensor(1, ms.int32), Tensor(0, ms.int32))
-    slot = (ops.cumsum(onehot, axis=0) * onehot).sum(axis=-1) - 1
-    if cap is None:
-        kept = ops.ones_like(slot).astype(ms.bool_)
-    else:
-        kept = slot < cap
-    return slot, kept, onehot
-
-
-def switch_aux_loss(onehot: Tensor, probs: Tensor, scale_experts: int) -> Tensor:
-    """Switch load balancing: E^2 * mean_e(mean_t(onehot) * mean_t(p)), onehot before drops."""
-    density = onehot.astype(ms.float32).mean(axis=0)
-    proxy = probs.mean(axis=0)
-    return (density * proxy).mean() * float(scale_experts**2)
+    """RouteSlots as a function (PyNative); cap None keeps every token."""
+    return RouteSlots(num_experts)(expert, expert.shape[0] if cap is None else cap)
 
 
 class ExpertWeights(nn.Cell):
@@ -136,29 +226,71 @@ class ExpertWeights(nn.Cell):
 
 
 class ExpertFFN(nn.Cell):
-    """E expert FFNs (Linear, tanh GELU, dropout, Linear), run on a [E, capacity, C] buffer."""
+    """E expert FFNs (Linear, tanh GELU, dropout, Linear), run on an [E, capacity, C] buffer.
 
-    def __init__(self, num_experts: int, dim: int, hidden: int, dropout: float = 0.0):
+    Dispatch and combine are gathers by index: the buffer row of a kept token is
+    ``expert * capacity + slot``. Under a layout the buffer splits over experts (expert_parallel)
+    and capacity (the dp/ep ranks sharing an expert slice; capacity is padded to a multiple of
+    that, the padding rows stay empty), the hidden width over model_parallel; the token tables of
+    the two gathers split by rows over data_parallel (each rank looks up its rows, then a
+    reduce-scatter), by columns over model_parallel.
+    """
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, dropout: float = 0.0,
+                 spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.num_experts = num_experts
+        self.outer = spec.outer
         self.mapping = ExpertWeights(num_experts, dim, hidden)
         self.projection = ExpertWeights(num_experts, hidden, dim)
         self.dropout = nn.Dropout(p=dropout)
+        dp, mp, ep, o, cols = spec.dp, spec.mp, spec.ep, spec.outer, spec.cols(dim)
+        vec = (1,)  # [tokens] and [buffer rows] index vectors: replicated
+        self.row_of = spec(ops.Mul(), vec, vec)
+        self.row_plus = spec(ops.Add(), vec, vec)
+        self.keep_row = spec(ops.Mul(), vec, vec)
+        self.ones = spec(ops.OnesLike(), vec)
+        self.count = spec(ops.CumSum(), vec)
+        self.keep_id = spec(ops.Mul(), vec, vec)
+        self.inverse = spec(ops.UnsortedSegmentSum(), vec, vec)
+        self.minus_one = spec(ops.Sub(), vec, vec)
+        self.at_least = spec(ops.Maximum(), vec, vec)
+        self.filled = spec(ops.Greater(), vec, vec)
+        self.dispatch = spec(ops.Gather(), (dp, cols), vec)
+        self.empty_rows = spec(ops.Mul(), (dp, cols), (dp, 1))
+        self.fc1 = spec(ops.BatchMatMul(), (ep, o, 1), (ep, 1, mp))
+        self.bias1 = spec(ops.Add(), (ep, o, mp), (1, ep, 1, mp))
+        self.gelu = spec(ops.GeLU(), (1, ep, o, mp))
+        spec(self.dropout.dropout, (1, ep, o, mp))
+        self.fc2 = spec(ops.BatchMatMul(), (ep, o, mp), (ep, mp, 1))
+        self.bias2 = spec(ops.Add(), (ep, o, 1), (1, ep, 1, 1))
+        self.combine = spec(ops.Gather(), (dp, cols), vec)
+        self.dropped = spec(ops.Mul(), (dp, cols), (dp, 1))
+        self.one, self.zero = _const(1, ms.int32), _const(0, ms.int32)
+
+    def weight_consumers(self):
+        yield self.mapping.weight, self.fc1, 1
+        yield self.mapping.bias, self.bias1, 1
+        yield self.projection.weight, self.fc2, 1
+        yield self.projection.bias, self.bias2, 1
 
     def construct(self, tokens: Tensor, expert: Tensor, slot: Tensor, kept: Tensor, cap: int) -> Tensor:
         e = self.num_experts
-        c = tokens.shape[-1]
-        # Position of each kept token in the flattened buffer; dropped tokens go to a spare row
-        # that is never read back as an expert output (it maps to zeros below).
-        spare = e * cap
-        pos = ops.where(kept, expert * cap + slot, ops.full_like(slot, spare))
-        buffer = ops.scatter_nd(pos.reshape(-1, 1), tokens, (spare + 1, c))
-        hidden = ops.bmm(buffer[:spare].reshape(e, cap, c), self.mapping.weight)
-        hidden = hidden + self.mapping.bias.reshape(e, 1, -1)
-        hidden = self.dropout(gelu_tanh(hidden))
-        out = ops.bmm(hidden, self.projection.weight) + self.projection.bias.reshape(e, 1, -1)
-        out = ops.concat((out.reshape(spare, c), ops.zeros((1, c), out.dtype)), axis=0)
-        return ops.gather(out, pos, 0)
+        t, c = tokens.shape
+        cap = -(-cap // self.outer) * self.outer  # padded so that the dp/ep ranks of an expert share it evenly
+        rows = e * cap
+        keep = kept.astype(ms.int32)
+        # Buffer row of each kept token; a dropped token points at row 0 with weight 0, so it adds
+        # nothing there and reads nothing back.
+        row = self.keep_row(self.row_plus(self.row_of(expert, _const(cap, ms.int32)), slot), keep)
+        # The token of each buffer row (1-based, 0: empty), by summing the ids into their rows.
+        token = self.inverse(self.keep_id(self.count(self.ones(keep), 0), keep), row, rows)
+        buffer = self.dispatch(tokens, self.at_least(self.minus_one(token, self.one), self.zero), 0)
+        buffer = self.empty_rows(buffer, self.filled(token, self.zero).astype(buffer.dtype).reshape(rows, 1))
+        hidden = self.bias1(self.fc1(buffer.reshape(e, cap, c), self.mapping.weight), self.mapping.bias)
+        hidden = self.dropout(self.gelu(hidden)).reshape(e, cap, -1)
+        out = self.bias2(self.fc2(hidden, self.projection.weight), self.projection.bias).reshape(rows, c)
+        return self.dropped(self.combine(out, row, 0), kept.astype(out.dtype).reshape(t, 1))
 
 
 class DenseWeights(nn.Cell):
@@ -171,66 +303,101 @@ class DenseWeights(nn.Cell):
 
 
 class SharedFFN(nn.Cell):
-    """The shared ("public") dense FFN applied to every token."""
+    """The shared ("public") dense FFN applied to every token: mapping split by hidden columns,
+    projection by hidden rows over model_parallel (one all-reduce), tokens over data_parallel."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.mapping = DenseWeights(dim, hidden)
         self.projection = DenseWeights(hidden, dim)
         self.dropout = nn.Dropout(p=dropout)
+        dp, mp = spec.dp, spec.mp
+        self.fc1 = spec(ops.MatMul(), (dp, 1), (1, mp))
+        self.bias1 = spec(ops.Add(), (dp, mp), (mp,))
+        self.gelu = spec(ops.GeLU(), (dp, mp))
+        spec(self.dropout.dropout, (dp, mp))
+        self.fc2 = spec(ops.MatMul(), (dp, mp), (mp, 1))
+        self.bias2 = spec(ops.Add(), (dp, 1), (1,))
+
+    def weight_consumers(self):
+        yield self.mapping.weight, self.fc1, 1
+        yield self.mapping.bias, self.bias1, 1
+        yield self.projection.weight, self.fc2, 1
+        yield self.projection.bias, self.bias2, 1
 
     def construct(self, x: Tensor) -> Tensor:
-        h = self.dropout(gelu_tanh(ops.matmul(x, self.mapping.weight) + self.mapping.bias))
-        return ops.matmul(h, self.projection.weight) + self.projection.bias
+        h = self.dropout(self.gelu(self.bias1(self.fc1(x, self.mapping.weight), self.mapping.bias)))
+        return self.bias2(self.fc2(h, self.projection.weight), self.projection.bias)
 
 
 class ModalMoE(nn.Cell):
     """Specialised experts (per modality) + cross experts + shared FFN, summed unweighted."""
 
-    def __init__(self, arch: RingMoEArch, dim: int, dropout: float = 0.0):
+    def __init__(self, arch: RingMoEArch, dim: int, dropout: float = 0.0, spec: ShardSpec = NO_SHARD):
         super().__init__()
         hidden = dim * arch.mlp_ratio
         self.arch = arch
         self.num_modalities = len(arch.modalities)
         self.num_experts = arch.num_experts
         self.special_ffn = nn.CellList(
-            [ExpertFFN(arch.num_experts, dim, hidden, dropout) for _ in arch.modalities]
+            [ExpertFFN(arch.num_experts, dim, hidden, dropout, spec) for _ in arch.modalities]
         )
-        self.special_router = nn.CellList([Router(dim, arch.num_experts) for _ in arch.modalities])
-        self.cross_ffn = ExpertFFN(arch.num_experts, dim, hidden, dropout)
-        self.cross_router = Router(dim, arch.num_experts)
-        self.public_ffn = SharedFFN(dim, hidden, dropout)
+        self.special_router = nn.CellList([Router(dim, arch.num_experts, spec) for _ in arch.modalities])
+        self.cross_ffn = ExpertFFN(arch.num_experts, dim, hidden, dropout, spec)
+        self.cross_router = Router(dim, arch.num_experts, spec)
+        self.public_ffn = SharedFFN(dim, hidden, dropout, spec)
+        self.slots = RouteSlots(arch.num_experts, spec)
+        self.batch = ModalityBatch(self.num_modalities, spec)
+        self.reorder = spec(ops.Transpose(), (1, 1, 1))  # batch-major <-> modality-major routing order
+        self.aux_cat = spec(ops.Concat(axis=0), *[(1,)] * self.num_modalities)
+        self.aux_mean = spec(ops.ReduceMean(), (1,))
+        self.aux_add = spec(ops.Add(), (), ())
+        self.aux_weight = spec(ops.Mul(), (), ())
+        self.aux_loss_weight = _const(arch.aux_loss_weight, scalar=True)
+        self.add_cross = spec(ops.Add(), (spec.dp, 1), (spec.dp, 1))
+        self.add_public = spec(ops.Add(), (spec.dp, 1), (spec.dp, 1))
         # Routing records are for parity checks in PyNative mode; graph mode cannot keep them.
         self.record_routing = False
         self.last_routing: dict = {}
 
-    def _route_and_run(self, ffn: ExpertFFN, router: Router, tokens: Tensor, limit: bool):
+    def _route_and_run(self, ffn: ExpertFFN, router: Router, tokens: Tensor, limit: bool, images: int = 0):
+        """``images`` > 0: tokens are the whole batch-major joint batch of that many images per
+        modality, whose routing order is modality-major (as stand-alone)."""
         expert, probs = router(tokens)
         t = tokens.shape[0]
         cap = capacity(t, self.arch.capacity_factor, self.num_experts) if limit else t
-        slot, kept, onehot = route_slots(expert, self.num_experts, cap if limit else None)
+        if images:
+            shape = (images, self.num_modalities, t // (images * self.num_modalities))
+            order = self.reorder(expert.reshape(shape), (1, 0, 2)).reshape(t)
+            slot, kept, onehot = self.slots(order, cap)
+            slot = self.reorder(slot.reshape(shape[1], shape[0], shape[2]), (1, 0, 2)).reshape(t)
+            kept = self.reorder(kept.reshape(shape[1], shape[0], shape[2]), (1, 0, 2)).reshape(t)
+        else:
+            slot, kept, onehot = self.slots(expert, cap)
         out = ffn(tokens, expert, slot, kept, cap)
-        aux = switch_aux_loss(onehot, probs, self.arch.aux_loss_experts)
+        aux = router.aux_loss(onehot, probs, self.arch.aux_loss_experts)
         return out, aux, {"expert": expert, "probs": probs, "kept": kept}
 
     def construct(self, x: Tensor, modality: int | None = None):
         """x: [N, L, C]. modality=None: joint path, N splits into equal modality chunks."""
         n, l, c = x.shape
         routing = {}
+        reorder = 0
         if modality is None:
             if n % self.num_modalities:
                 raise ValueError(f"joint MoE batch of {n} does not split into {self.num_modalities} modalities")
             chunk = n // self.num_modalities
             special_out, special_aux = [], []
             for m in range(self.num_modalities):
-                tokens = x[m * chunk : (m + 1) * chunk].reshape(-1, c)
+                tokens = self.batch.part(x, m).reshape(-1, c)
                 out, aux, info = self._route_and_run(self.special_ffn[m], self.special_router[m], tokens, True)
-                special_out.append(out)
-                special_aux.append(aux)
+                special_out.append(out.reshape(chunk, l, c))
+                special_aux.append(aux.reshape(1))
                 routing[f"special{m}"] = info
-            special = ops.concat(special_out, axis=0)
-            special_aux_mean = ops.stack(special_aux).mean()
+            special = self.batch.join(special_out).reshape(-1, c)
+            special_aux_mean = self.aux_mean(self.aux_cat(tuple(special_aux)), ())
             limit = True
+            reorder = chunk if self.batch.batch_major else 0
         else:
             tokens = x.reshape(-1, c)
             special, special_aux_mean, info = self._route_and_run(
@@ -239,18 +406,18 @@ class ModalMoE(nn.Cell):
             routing[f"special{modality}"] = info
             limit = False
         tokens = x.reshape(-1, c)
-        cross, cross_aux, info = self._route_and_run(self.cross_ffn, self.cross_router, tokens, limit)
+        cross, cross_aux, info = self._route_and_run(self.cross_ffn, self.cross_router, tokens, limit, reorder)
         routing["cross"] = info
         if self.record_routing:
             self.last_routing = routing
-        out = special + cross + self.public_ffn(tokens)
-        aux = self.arch.aux_loss_weight * (cross_aux + special_aux_mean)
+        out = self.add_public(self.add_cross(special, cross), self.public_ffn(tokens))
+        aux = self.aux_weight(self.aux_loss_weight, self.aux_add(cross_aux, special_aux_mean))
         return out.reshape(n, l, c), aux
 
 
 # ---- attention, block, stage -------------------------------------------------------------
 class RelativePositionBias(nn.Cell):
-    def __init__(self, window: int, num_heads: int):
+    def __init__(self, window: int, num_heads: int, spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.window = window
         self.relative_position_bias_table = Parameter(
@@ -260,17 +427,25 @@ class RelativePositionBias(nn.Cell):
         self.relative_position_index = Parameter(
             Tensor(relative_position_index(window)), name="relative_position_index", requires_grad=False
         )
+        heads = spec.heads(num_heads)
+        self.gather = spec(ops.Gather(), (1, heads), (1,))
+        self.to_heads = spec(ops.Transpose(), (1, 1, heads))
+
+    def weight_consumers(self):
+        yield self.relative_position_bias_table, self.gather, 0
+        yield self.relative_position_index, self.gather, 1  # flattened on the way: replicated
 
     def construct(self) -> Tensor:
         n = self.window * self.window
-        bias = ops.gather(self.relative_position_bias_table, self.relative_position_index.reshape(-1), 0)
-        return bias.reshape(n, n, -1).transpose(2, 0, 1)  # [heads, N, N]
+        bias = self.gather(self.relative_position_bias_table, self.relative_position_index.reshape(-1), 0)
+        return self.to_heads(bias.reshape(n, n, -1), (2, 0, 1))  # [heads, N, N]
 
 
 class WindowAttention(nn.Cell):
-    """Swin-V1 scaled dot-product attention with separate q, k, v."""
+    """Swin-V1 scaled dot-product attention with separate q, k, v; heads over model_parallel
+    where they divide (q/k/v split by output features, proj by input features)."""
 
-    def __init__(self, dim: int, window: int, num_heads: int):
+    def __init__(self, dim: int, window: int, num_heads: int, spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
@@ -278,63 +453,124 @@ class WindowAttention(nn.Cell):
         self.k = nn.Dense(dim, dim, weight_init=TruncatedNormal(0.02))
         self.v = nn.Dense(dim, dim, weight_init=TruncatedNormal(0.02))
         self.proj = nn.Dense(dim, dim, weight_init=TruncatedNormal(0.02))
-        self.relative_position_bias = RelativePositionBias(window, num_heads)
+        self.relative_position_bias = RelativePositionBias(window, num_heads, spec)
+        dp, a = spec.dp, spec.heads(num_heads)
+        for dense in (self.q, self.k, self.v):  # nn.Dense stores [out, in]: split the outputs
+            spec(dense.matmul, (dp, 1), (a, 1))
+            spec(dense.bias_add, (dp, a), (a,))
+        spec(self.proj.matmul, (dp, a), (1, a))  # ... and the inputs: one all-reduce
+        spec(self.proj.bias_add, (dp, 1), (1,))
+        heads = (dp, a, 1, 1)  # [windows, heads, N, head_dim]
+        self.split_heads = spec(ops.Transpose(), (dp, 1, a, 1))
+        self.scale_q = spec(ops.Mul(), heads, (1,))
+        self.scale_value = _const(self.scale)
+        self.k_t = spec(ops.Transpose(), heads)
+        self.qk = spec(ops.BatchMatMul(), heads, heads)
+        self.add_bias = spec(ops.Add(), heads, (1, a, 1, 1))
+        self.add_mask = spec(ops.Add(), (dp, 1, a, 1, 1), (1, 1, 1, 1, 1))
+        self.softmax = spec(ops.Softmax(axis=-1), heads)
+        self.av = spec(ops.BatchMatMul(), heads, heads)
+        self.merge_heads = spec(ops.Transpose(), heads)
 
     def _heads(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)
+        return self.split_heads(x.reshape(b, n, self.num_heads, c // self.num_heads), (0, 2, 1, 3))
 
     def construct(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
-        q = self._heads(self.q(x)) * self.scale
+        q = self.scale_q(self._heads(self.q(x)), self.scale_value)
         k, v = self._heads(self.k(x)), self._heads(self.v(x))
-        attn = ops.matmul(q, k.transpose(0, 1, 3, 2)) + self.relative_position_bias().expand_dims(0)
+        attn = self.qk(q, self.k_t(k, (0, 1, 3, 2)))
+        attn = self.add_bias(attn, self.relative_position_bias().reshape(1, self.num_heads, n, n))
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.reshape(b // nw, nw, self.num_heads, n, n) + mask.expand_dims(1).expand_dims(0)
+            attn = self.add_mask(attn.reshape(b // nw, nw, self.num_heads, n, n), mask.reshape(1, nw, 1, n, n))
             attn = attn.reshape(b, self.num_heads, n, n)
-        attn = ops.softmax(attn.astype(ms.float32), axis=-1).astype(v.dtype)
-        out = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, n, c)
+        attn = self.softmax(attn.astype(ms.float32)).astype(v.dtype)
+        out = self.merge_heads(self.av(attn, v), (0, 2, 1, 3)).reshape(b, n, c)
         return self.proj(out)
 
 
 class RingMoEBlock(nn.Cell):
-    def __init__(self, arch: RingMoEArch, stage: int, index: int, dropout: float = 0.0):
+    def __init__(self, arch: RingMoEArch, stage: int, index: int, dropout: float = 0.0,
+                 spec: ShardSpec = NO_SHARD):
         super().__init__()
         dim = arch.stage_dim(stage)
         self.resolution = arch.stage_resolution(stage)
         self.window = arch.stage_window(stage)
         self.shift = self.window // 2 if (index % 2 == 1 and arch.stage_shifts(stage)) else 0
         self.norm1 = nn.LayerNorm((dim,), epsilon=LN_EPS)
-        self.attn = WindowAttention(dim, self.window, arch.num_heads[stage])
+        self.attn = WindowAttention(dim, self.window, arch.num_heads[stage], spec)
         self.norm2 = nn.LayerNorm((dim,), epsilon=LN_EPS)
-        self.mlp = ModalMoE(arch, dim, dropout)
+        self.mlp = ModalMoE(arch, dim, dropout, spec)
         if self.shift:
             mask = shifted_window_mask(self.resolution, self.resolution, self.window, self.shift)
             self.attn_mask = Parameter(Tensor(mask), name="attn_mask", requires_grad=False)
         else:
             self.attn_mask = None
+        spec.layer_norm(self.norm1, 3)
+        spec.layer_norm(self.norm2, 3)
+        self.add_attn = spec(ops.Add(), spec.batch(3), spec.batch(3))
+        self.add_moe = spec(ops.Add(), spec.batch(3), spec.batch(3))
+        self.slice = spec(ops.StridedSlice(), spec.batch(4))  # the cyclic shift: slices of H and W
+        self.concat_h = spec(ops.Concat(axis=1), spec.batch(4), spec.batch(4))
+        self.concat_w = spec(ops.Concat(axis=2), spec.batch(4), spec.batch(4))
+        self.to_windows = spec(ops.Transpose(), spec.batch(6))
+        self.from_windows = spec(ops.Transpose(), spec.batch(6))
+
+    def weight_consumers(self):
+        if self.attn_mask is not None:
+            yield self.attn_mask, self.attn.add_mask, 1  # reshaped on the way: replicated
+
+    def roll_hw(self, x: Tensor, shift: int) -> Tensor:
+        """torch.roll(x, (shift, shift), dims=(1, 2)) for a [B, H, W, C] map, with slices and concat."""
+        if shift == 0:
+            return x
+        b, h, w, c = x.shape
+        sh, sw = (-shift) % h, (-shift) % w
+        one = (1, 1, 1, 1)
+        x = self.concat_h((self.slice(x, (0, sh, 0, 0), (b, h, w, c), one),
+                           self.slice(x, (0, 0, 0, 0), (b, sh, w, c), one)))
+        return self.concat_w((self.slice(x, (0, 0, sw, 0), (b, h, w, c), one),
+                              self.slice(x, (0, 0, 0, 0), (b, h, sw, c), one)))
+
+    def window_partition(self, x: Tensor) -> Tensor:
+        """[B, H, W, C] -> [B * num_windows, window * window, C], windows in row-major order."""
+        b, h, w, c = x.shape
+        win = self.window
+        x = x.reshape(b, h // win, win, w // win, win, c)
+        return self.to_windows(x, (0, 1, 3, 2, 4, 5)).reshape(-1, win * win, c)
+
+    def window_reverse(self, windows: Tensor, h: int, w: int) -> Tensor:
+        win = self.window
+        c = windows.shape[-1]
+        b = windows.shape[0] // ((h // win) * (w // win))
+        x = windows.reshape(b, h // win, w // win, win, win, c)
+        return self.from_windows(x, (0, 1, 3, 2, 4, 5)).reshape(b, h, w, c)
 
     def construct(self, x: Tensor, modality: int | None = None):
         b, l, c = x.shape
         h = w = self.resolution
-        shifted = roll_hw(x.reshape(b, h, w, c), -self.shift)
-        windows = window_partition(shifted, self.window)
-        attn = window_reverse(self.attn(windows, self.attn_mask), self.window, h, w)
-        attn = roll_hw(attn, self.shift).reshape(b, l, c)
-        x = x + self.norm1(attn)
+        shifted = self.roll_hw(x.reshape(b, h, w, c), -self.shift)
+        windows = self.window_partition(shifted)
+        attn = self.window_reverse(self.attn(windows, self.attn_mask), h, w)
+        attn = self.roll_hw(attn, self.shift).reshape(b, l, c)
+        x = self.add_attn(x, self.norm1(attn))
         moe_out, aux = self.mlp(x, modality)
-        return x + self.norm2(moe_out), aux
+        return self.add_moe(x, self.norm2(moe_out)), aux
 
 
 class PatchMerging(nn.Cell):
     """2x2 neighbours in the original Swin order, Linear(4C->2C, no bias), then LayerNorm(1e-4)."""
 
-    def __init__(self, dim: int, resolution: int):
+    def __init__(self, dim: int, resolution: int, spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.resolution = resolution
         self.reduction = nn.Dense(4 * dim, 2 * dim, has_bias=False, weight_init=TruncatedNormal(0.02))
         self.norm = nn.LayerNorm((2 * dim,), epsilon=MERGE_LN_EPS)
+        self.gather_2x2 = spec(ops.Transpose(), spec.batch(6))
+        spec(self.reduction.matmul, (spec.dp, 1), (1, 1))
+        spec.layer_norm(self.norm, 3)
 
     def construct(self, x: Tensor) -> Tensor:
         b, l, c = x.shape
@@ -342,59 +578,84 @@ class PatchMerging(nn.Cell):
         # [B, i, a, j, b, C] holds x[2i+a, 2j+b]; ordering the 2x2 as (b, a) gives the original
         # Swin order (2i,2j), (2i+1,2j), (2i,2j+1), (2i+1,2j+1). A reshape instead of strided
         # slices, whose gradient kernel fails on MindSpore's CPU backend.
-        x = x.reshape(b, half, 2, half, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, half * half, 4 * c)
+        x = self.gather_2x2(x.reshape(b, half, 2, half, 2, c), (0, 1, 3, 4, 2, 5)).reshape(b, half * half, 4 * c)
         return self.norm(self.reduction(x))
 
 
+def _sum_scalars(add, values):
+    """values[0] + values[1] + ... in that order (the stand-alone graph's order)."""
+    total = None
+    for value in values:
+        total = value if total is None else add(total, value)
+    return total
+
+
 class RingMoEStage(nn.Cell):
-    def __init__(self, arch: RingMoEArch, stage: int, dropout: float = 0.0):
+    def __init__(self, arch: RingMoEArch, stage: int, dropout: float = 0.0, spec: ShardSpec = NO_SHARD):
         super().__init__()
-        self.blocks = nn.CellList([RingMoEBlock(arch, stage, i, dropout) for i in range(arch.depths[stage])])
+        self.blocks = nn.CellList([RingMoEBlock(arch, stage, i, dropout, spec) for i in range(arch.depths[stage])])
         last = stage == arch.num_stages - 1
-        self.downsample = None if last else PatchMerging(arch.stage_dim(stage), arch.stage_resolution(stage))
+        self.downsample = None if last else PatchMerging(arch.stage_dim(stage), arch.stage_resolution(stage), spec)
+        self.add_aux = spec(ops.Add(), (), ())
 
     def construct(self, x: Tensor, modality: int | None = None):
-        aux = 0.0
+        aux = []
         for block in self.blocks:
             x, block_aux = block(x, modality)
-            aux = aux + block_aux
+            aux.append(block_aux)
         out = x
         if self.downsample is not None:
             x = self.downsample(x)
-        return out, x, aux
+        return out, x, _sum_scalars(self.add_aux, aux)
 
 
 # ---- encoder -----------------------------------------------------------------------------
 class PatchEmbed(nn.Cell):
     """Conv 4x4 stride 4 with bias, tokens in row-major order, LayerNorm eps 1e-6."""
 
-    def __init__(self, in_channels: int, dim: int, patch: int):
+    def __init__(self, in_channels: int, dim: int, patch: int, spec: ShardSpec = NO_SHARD):
         super().__init__()
         self.projection = nn.Conv2d(
             in_channels, dim, patch, stride=patch, pad_mode="valid", has_bias=True,
             weight_init=TruncatedNormal(0.02),
         )
         self.norm = nn.LayerNorm((dim,), epsilon=LN_EPS)
+        spec(self.projection.conv2d, spec.batch(4), (1, 1, 1, 1))
+        spec(self.projection.bias_add, spec.batch(4), (1,))
+        self.to_tokens = spec(ops.Transpose(), spec.batch(3))
+        spec.layer_norm(self.norm, 3)
 
     def construct(self, x: Tensor) -> Tensor:
         x = self.projection(x)
         b, c, h, w = x.shape
-        return self.norm(x.reshape(b, c, h * w).transpose(0, 2, 1))
+        return self.norm(self.to_tokens(x.reshape(b, c, h * w), (0, 2, 1)))
 
 
 class RingMoEEncoder(nn.Cell):
     """The backbone. Parameter names match the authors' ``encoder.*`` layout."""
 
-    def __init__(self, arch: RingMoEArch, dropout: float = 0.0):
+    def __init__(self, arch: RingMoEArch, dropout: float = 0.0, parallel: ParallelLayout | None = None):
         super().__init__()
         if not arch.moe:
             raise ValueError("the MindSpore RingMoE is pretrained with MoE; dense layouts come from conversion")
+        spec = ShardSpec(parallel)
         self.arch = arch
         for m, modality in enumerate(arch.modalities):
-            setattr(self, f"patch_embed{m}", PatchEmbed(modality.channels, arch.embed_dim, arch.patch_size))
+            setattr(self, f"patch_embed{m}", PatchEmbed(modality.channels, arch.embed_dim, arch.patch_size, spec))
         self.mask_token = Parameter(initializer(Zero(), (1, 1, arch.embed_dim)), name="mask_token")
-        self.layers = nn.CellList([RingMoEStage(arch, s, dropout) for s in range(arch.num_stages)])
+        self.layers = nn.CellList([RingMoEStage(arch, s, dropout, spec) for s in range(arch.num_stages)])
         self.norm = nn.LayerNorm((arch.num_features,), epsilon=LN_EPS)
+        spec.layer_norm(self.norm, 3)
+        tokens = spec.batch(3)
+        self.unmasked = spec(ops.Sub(), (1,), tokens)
+        self.keep_tokens = spec(ops.Mul(), tokens, tokens)
+        self.mask_tokens = spec(ops.Mul(), (1, 1, 1), tokens)
+        self.mix = spec(ops.Add(), tokens, tokens)
+        self.one = _const(1.0)
+        self.add_aux = spec(ops.Add(), (), ())
+
+    def weight_consumers(self):
+        yield self.mask_token, self.mask_tokens, 0
 
     def patch_embed(self, modality: int) -> PatchEmbed:
         return getattr(self, f"patch_embed{modality}")
@@ -404,18 +665,19 @@ class RingMoEEncoder(nn.Cell):
         x = self.patch_embed(modality)(image)
         if mask is not None:
             w = mask.reshape(mask.shape[0], -1, 1).astype(x.dtype)
-            x = x * (1 - w) + self.mask_token * w
+            x = self.mix(self.keep_tokens(x, self.unmasked(self.one, w)), self.mask_tokens(self.mask_token, w))
         return x
 
     def forward_tokens(self, x: Tensor, modality: int | None = None):
-        """Run the stages. Returns (stage outputs before merging, final-normed tokens, aux loss)."""
-        outs = []
-        aux = 0.0
+        """Run the stages. Returns (stage outputs before merging, final-normed tokens, aux loss).
+
+        modality None: x is the joint batch, in the row order of ModalityBatch for this layout."""
+        outs, aux = [], []
         for stage in self.layers:
             out, x, stage_aux = stage(x, modality)
             outs.append(out)
-            aux = aux + stage_aux
-        return outs, self.norm(x), aux
+            aux.append(stage_aux)
+        return outs, self.norm(x), _sum_scalars(self.add_aux, aux)
 
     def construct(self, image: Tensor, modality: int):
         """Single-modality forward (downstream semantics: no capacity limit)."""
@@ -433,34 +695,84 @@ class RingMoEEncoder(nn.Cell):
 
 
 # ---- SimMIM ------------------------------------------------------------------------------
-def depth_to_space_dcr(x: Tensor, block: int) -> Tensor:
+class DepthToSpace(nn.Cell):
     """TensorFlow DepthToSpace (DCR): out[32h+i, 32w+j, c] = in[(i*32 + j)*C + c, h, w]."""
-    b, d, h, w = x.shape
-    c = d // (block * block)
-    x = x.reshape(b, block, block, c, h, w).transpose(0, 3, 4, 1, 5, 2)
-    return x.reshape(b, c, h * block, w * block)
+
+    def __init__(self, block: int, spec: ShardSpec = NO_SHARD):
+        super().__init__()
+        self.block = block
+        self.transpose = spec(ops.Transpose(), spec.batch(6))
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, d, h, w = x.shape
+        block = self.block
+        c = d // (block * block)
+        x = self.transpose(x.reshape(b, block, block, c, h, w), (0, 3, 4, 1, 5, 2))
+        return x.reshape(b, c, h * block, w * block)
+
+
+def depth_to_space_dcr(x: Tensor, block: int) -> Tensor:
+    """DepthToSpace as a function (PyNative)."""
+    return DepthToSpace(block)(x)
 
 
 class RingMoESimMIM(nn.Cell):
-    """SimMIM over four modalities: one batch of each, concatenated along the batch axis."""
+    """SimMIM over four modalities: one batch of each, joined along the batch axis.
 
-    def __init__(self, arch: RingMoEArch, dropout: float = 0.0):
+    ``parallel``: a pretrain.parallel.ParallelLayout for MindSpore semi_auto_parallel (operator
+    shard strategies as planned by pretrain.parallel.plan_layouts), or None (no strategies)."""
+
+    def __init__(self, arch: RingMoEArch, dropout: float = 0.0, parallel: ParallelLayout | None = None):
         super().__init__()
+        spec = ShardSpec(parallel)
         self.arch = arch
-        self.encoder = RingMoEEncoder(arch, dropout)
+        self.encoder = RingMoEEncoder(arch, dropout, parallel)
         self.stride = arch.patch_size * 2 ** (arch.num_stages - 1)
         for m in range(len(arch.modalities)):
             decoder = nn.Conv2d(
                 arch.num_features, self.stride**2 * arch.reconstructed_channels(m), 1, has_bias=True,
                 weight_init=TruncatedNormal(0.02),
             )
+            spec(decoder.conv2d, spec.batch(4), (1, 1, 1, 1))
+            spec(decoder.bias_add, spec.batch(4), (1,))
             setattr(self, f"decoder_{m}", decoder)
+        num = len(arch.modalities)
+        image, scale = spec.batch(4), arch.patch_size
+        self.batch = ModalityBatch(num, spec)
+        self.to_map = spec(ops.Transpose(), spec.batch(3))
+        self.depth_to_space = DepthToSpace(self.stride, spec)
+        self.with_targets = spec(ops.Concat(axis=1), image, image)
+        # A patch mask [B, h, w] to pixels: each patch value repeated scale x scale times.
+        self.upsample = spec(ops.Mul(), spec.batch(5), (1, 1, 1, 1, 1))
+        self.patch_ones = Tensor(np.ones((1, 1, scale, 1, scale), np.float32))
+        self.diff = spec(ops.Sub(), image, image)
+        self.abs = spec(ops.Abs(), image)
+        self.masked = spec(ops.Mul(), image, image)
+        self.total = spec(ops.ReduceSum(), image)
+        self.count = spec(ops.ReduceSum(), image)
+        self.plus_eps = spec(ops.Add(), (), ())
+        self.per_pixel = spec(ops.RealDiv(), (), ())
+        self.per_channel = spec(ops.RealDiv(), (), ())
+        self.eps = _const(1e-5, scalar=True)
+        self.add_loss = spec(ops.Add(), (), ())
+        self.add_aux = spec(ops.Add(), (), ())
+        self.stack_losses = spec(ops.Concat(axis=0), *[(1,)] * num)
 
     def reconstruct(self, tokens: Tensor, modality: int) -> Tensor:
         b, l, c = tokens.shape
         side = int(math.isqrt(l))
-        z = tokens.transpose(0, 2, 1).reshape(b, c, side, side)
-        return depth_to_space_dcr(getattr(self, f"decoder_{modality}")(z), self.stride)
+        z = self.to_map(tokens, (0, 2, 1)).reshape(b, c, side, side)
+        return self.depth_to_space(getattr(self, f"decoder_{modality}")(z))
+
+    def masked_l1(self, img: Tensor, rec: Tensor, mask: Tensor) -> Tensor:
+        """L1 on masked pixels, per masked pixel and channel."""
+        b, h, w = mask.shape
+        scale = self.arch.patch_size
+        pixel_mask = self.upsample(mask.astype(ms.float32).reshape(b, h, 1, w, 1), self.patch_ones)
+        pixel_mask = pixel_mask.reshape(b, 1, h * scale, w * scale)
+        l1 = self.total(self.masked(self.abs(self.diff(img, rec)), pixel_mask), ())
+        l1 = self.per_pixel(l1, self.plus_eps(self.count(pixel_mask, ()), self.eps))
+        return self.per_channel(l1, _const(float(img.shape[1]), scalar=True))
 
     def construct(self, images: tuple, masks: tuple, extra_targets: tuple | None = None):
         """images[m]: [B, C_m, H, W]; masks[m]: [B, H/4, W/4] patch masks (1 = masked).
@@ -472,18 +784,44 @@ class RingMoESimMIM(nn.Cell):
         batch = [t.shape[0] for t in tokens]
         if len(set(batch)) != 1:
             raise ValueError(f"the joint MoE path needs equal batches per modality, got {batch}")
-        _, z, aux = self.encoder.forward_tokens(ops.concat(tokens, axis=0), None)
+        _, z, aux = self.encoder.forward_tokens(self.batch.join(tokens), None)
         losses = []
-        scale = self.arch.patch_size
         for m, (img, mask) in enumerate(zip(images, masks)):
-            rec = self.reconstruct(z[m * batch[0] : (m + 1) * batch[0]], m)
+            rec = self.reconstruct(self.batch.part(z, m), m)
             if extra_targets is not None and extra_targets[m] is not None:
-                img = ops.concat((img, extra_targets[m]), axis=1)
-            pixel_mask = ops.repeat_interleave(ops.repeat_interleave(mask.astype(ms.float32), scale, 1), scale, 2)
-            pixel_mask = pixel_mask.expand_dims(1)
-            l1 = (ops.abs(img - rec) * pixel_mask).sum() / (pixel_mask.sum() + 1e-5) / img.shape[1]
-            losses.append(l1)
-        recon = losses[0]
-        for loss in losses[1:]:
-            recon = recon + loss
-        return recon + aux, ops.stack(losses), aux
+                img = self.with_targets((img, extra_targets[m]))
+            losses.append(self.masked_l1(img, rec, mask).reshape(1))
+        recon = _sum_scalars(self.add_loss, [loss.reshape(()) for loss in losses])
+        return self.add_aux(recon, aux), self.stack_losses(tuple(losses)), aux
+
+
+# ---- reading the strategies back -------------------------------------------------------------
+def _consumers(cell):
+    """(parameter, primitive, input index) for the parameters a cell owns and feeds to a primitive."""
+    if isinstance(cell, nn.Dense):
+        yield cell.weight, cell.matmul, 1
+        if cell.has_bias:
+            yield cell.bias, cell.bias_add, 1
+    elif isinstance(cell, nn.Conv2d):
+        yield cell.weight, cell.conv2d, 1
+        if cell.has_bias:
+            yield cell.bias, cell.bias_add, 1
+    elif isinstance(cell, nn.LayerNorm):
+        yield cell.gamma, cell.layer_norm, 1
+        yield cell.beta, cell.layer_norm, 2
+    elif hasattr(cell, "weight_consumers"):
+        yield from cell.weight_consumers()
+
+
+def weight_strategies(net: nn.Cell) -> dict[str, tuple | None]:
+    """Parameter name -> the input strategy declared for it by the primitive that consumes it,
+    read back from the primitive (None: no strategy, a stand-alone model). A router's nn.Dense
+    is only a weight holder: its consumer is the router's own matmul."""
+    found: dict[str, tuple | None] = {}
+    for _, cell in net.cells_and_names():
+        for param, prim, index in _consumers(cell):
+            if isinstance(cell, nn.Dense) and param.name in found:
+                continue
+            strategy = prim.attrs.get("in_strategy")
+            found[param.name] = None if strategy is None else tuple(strategy[index])
+    return found
