@@ -1,0 +1,106 @@
+"""benchmarks/perf/step_perf.py and moe_perf.py: complete tables of finite numbers, and a torch
+step that computes what MindSpore's does. No timing assertions (the numbers are machine-bound).
+
+The full-model GRAPH compile of tiny takes ~30 s on 2 cores, so the step script runs here in
+PyNative and torch only; GRAPH mode is covered by the MoE script (a small graph, all three).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.perf import moe_perf, step_perf
+from pretrain.models.arch import get_arch
+
+
+def _finite_positive(row: dict, keys: tuple[str, ...]) -> None:
+    assert "error" not in row, row.get("error")
+    for key in keys:
+        assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+
+
+def test_torch_simmim_computes_the_mindspore_loss(tiny_simmim, tiny_converted):
+    """With MindSpore's weights, the benchmark's torch SimMIM (twin + joint MoE + decoders) gives
+    MindSpore's losses and gradients: the two frameworks time the same forward and backward."""
+    import mindspore as ms
+    import torch
+
+    from benchmarks.models.loading import load_pretrained
+
+    arch = get_arch("tiny")
+    model = step_perf.build_torch_simmim(arch)
+    load_pretrained(model.backbone, tiny_converted)
+    with torch.no_grad():
+        model.mask_token.copy_(torch.from_numpy(tiny_simmim.encoder.mask_token.asnumpy()))
+        for m, decoder in enumerate(model.decoders):
+            ms_decoder = getattr(tiny_simmim, f"decoder_{m}")
+            decoder.weight.copy_(torch.from_numpy(ms_decoder.weight.asnumpy()))
+            decoder.bias.copy_(torch.from_numpy(ms_decoder.bias.asnumpy()))
+    batch = step_perf.synthetic_batches(arch, 1, 1, seed=5)[0]
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    images = tuple(ms.Tensor(x) for x in batch["images"])
+    masks = tuple(ms.Tensor(x) for x in batch["masks"])
+    weight = tiny_simmim.encoder.patch_embed0.projection.weight
+    grad_fn = ms.value_and_grad(lambda i, m: tiny_simmim(i, m), None, [weight], has_aux=True)
+    (ms_loss, ms_per, ms_aux), (ms_grad,) = grad_fn(images, masks)
+
+    loss, per, aux = model([torch.from_numpy(x) for x in batch["images"]],
+                           [torch.from_numpy(x) for x in batch["masks"]])
+    loss.backward()
+    loss, aux = float(loss.detach()), float(aux.detach())
+    np.testing.assert_allclose(per.detach().numpy(), ms_per.asnumpy(), rtol=1e-4)
+    np.testing.assert_allclose(aux, float(ms_aux), rtol=1e-4)
+    np.testing.assert_allclose(loss, float(ms_loss), rtol=1e-4)
+    grad = model.backbone.patch_embed["optical"].proj.weight.grad.numpy()
+    ms_grad = ms_grad.asnumpy()
+    assert np.abs(grad - ms_grad).max() <= 1e-3 * np.abs(ms_grad).max()
+
+
+def test_step_perf_table_pynative_and_torch(tmp_path, capsys):
+    out = tmp_path / "step.json"
+    code = step_perf.main(["--frameworks", "ms-pynative", "torch", "--warmup", "0", "--steps", "1",
+                           "--threads", "2", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [(r["config"], r["framework"]) for r in rows] == [("tiny", "ms-pynative"), ("tiny", "torch")]
+    for row in rows:
+        _finite_positive(row, ("step_s", "mean_s", "first_step_s", "images_per_s", "peak_rss_mib",
+                               "rss_after_import_mib"))
+        assert row["peak_rss_mib"] >= row["rss_after_import_mib"]
+        assert row["threads"] == 2 and row["steps"] == 1 and all(math.isfinite(v) for v in row["losses"])
+    printed = capsys.readouterr().out
+    assert printed.count("\ntiny | ") == 2
+    verdict = [line for line in printed.splitlines() if "tiny ms-pynative: training step" in line]
+    assert len(verdict) == 1 and verdict[0].split()[0] in ("PASS", "FAIL")
+
+
+def test_moe_perf_table_all_frameworks(tmp_path, capsys):
+    out = tmp_path / "moe.json"
+    # 4 images of 96 px: 2,304 tokens at stage 0 (a small graph to compile).
+    code = moe_perf.main(["--configs", "tiny", "--images", "4", "--img-size", "96", "--warmup", "0", "--steps", "1",
+                          "--threads", "2", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [r["framework"] for r in rows] == list(step_perf.FRAMEWORKS)
+    for row in rows:
+        assert (row["tokens"], row["dim"], row["path"]) == (4 * 24 * 24, 32, "joint")
+        _finite_positive(row, ("moe_s", "dense_s", "moe_tokens_per_s", "dense_tokens_per_s", "ratio",
+                               "dense_gflop_per_s", "peak_rss_mib"))
+    printed = capsys.readouterr().out
+    assert printed.count("\ntiny | ") == 3
+    assert all(line.rsplit("|", 1)[1].strip() in ("PASS", "FAIL") for line in printed.splitlines()
+               if line.startswith("tiny | "))
+
+
+@pytest.mark.parametrize("module,argv", [
+    (step_perf, ["--steps", "0"]),
+    (moe_perf, ["--images", "6"]),  # the joint path splits the images into 4 modalities
+    (moe_perf, ["--stage", "4"]),
+])
+def test_bad_arguments_exit_2(module, argv, capsys):
+    assert module.main(argv) == 2
+    assert "error" in capsys.readouterr().err
