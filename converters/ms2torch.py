@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -141,16 +140,10 @@ def reduction_sizes(meta: dict) -> str:
 def start_reduction_sizes(checked) -> Future:
     """Count the reduced backbones in a background thread while the tensors stream (about a
     second of model building that would otherwise follow the conversion)."""
-    future: Future = Future()
+    from converters.util import in_background
 
-    def run() -> None:
-        try:
-            future.set_result(reduction_sizes({"arch": checked.arch, "modalities": checked.modalities}))
-        except BaseException as exc:  # reported by whoever asks
-            future.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True, name="reduction-sizes").start()
-    return future
+    return in_background(lambda: reduction_sizes({"arch": checked.arch, "modalities": checked.modalities}),
+                         "reduction-sizes")
 
 
 def parse_size(text: str) -> int:

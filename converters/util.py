@@ -8,7 +8,9 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 _HASH_CHUNK = 8 << 20  # large reads: the hashing thread needs the GIL once per chunk only
 _READ_AHEAD = 8  # chunks the kernel is asked to read ahead of the hash (64 MiB)
@@ -111,6 +113,23 @@ class _ReadAhead:
         self._thread.join()
 
 
+def in_background(fn: Callable[[], T], name: str) -> "Future[T]":
+    """Run ``fn`` in a daemon thread; the future's ``result()`` waits for it and returns or raises.
+
+    Daemon: a conversion that fails meanwhile exits without waiting for it.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # raised again by whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name=name).start()
+    return future
+
+
 def start_sha256(path: str | Path) -> None:
     """Begin hashing ``path`` in a background thread; :func:`sha256_file` then takes that result.
 
@@ -119,18 +138,8 @@ def start_sha256(path: str | Path) -> None:
     the conversion then reads the file from the page cache.
     """
     key = _hash_key(path)
-    if key in _started:
-        return
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(_sha256(path))
-        except BaseException as exc:  # reported by whoever asks for the hash
-            future.set_exception(exc)
-
-    _started[key] = future
-    threading.Thread(target=run, daemon=True, name="sha256").start()
+    if key not in _started:
+        _started[key] = in_background(lambda: _sha256(path), "sha256")
 
 
 def sha256_file(path: str | Path) -> str:

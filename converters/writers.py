@@ -43,11 +43,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
 
-from converters.util import ConversionError
+from converters.util import ConversionError, in_background
 
 META_KEY = "ringmoe_meta"
 INDEX_NAME = "model.safetensors.index.json"
@@ -740,28 +740,6 @@ _SOURCE_INTEGER_DTYPES = {"Int64": torch.int64, "Int32": torch.int32, "Int16": t
                           "Int8": torch.int8, "UInt8": torch.uint8, "Bool": torch.bool}
 
 
-class _Background:
-    """Run ``fn`` in a daemon thread; ``result()`` waits for it and returns or raises."""
-
-    def __init__(self, fn: Callable[[], dict]):
-        self._value: dict | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True, name="writers-meta")
-        self._thread.start()
-
-    def _run(self, fn) -> None:
-        try:
-            self._value = fn()
-        except BaseException as exc:  # raised again by result()
-            self._error = exc
-
-    def result(self) -> dict:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes: int = DEFAULT_SHARD_BYTES,
                prefetch: bool = True) -> tuple[list[Path], dict]:
     """Stream a checked ``converters.ringmoe.Plan`` into ``out`` as ``"safetensors"`` or ``"pth"``.
@@ -772,7 +750,7 @@ def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes:
     if fmt not in ("safetensors", "pth"):
         raise ConversionError(f"unknown output format {fmt!r}; choose 'safetensors' or 'pth'")
     specs = plan_specs(plan) if fmt == "safetensors" else None
-    meta = _Background(plan.meta)  # a daemon thread: an error below does not wait for it
+    meta = in_background(plan.meta, "writers-meta")  # an error below does not wait for it
     if fmt == "safetensors":
         files = write_safetensors(plan.tensors(on_disk=True), specs, meta, out, max_shard_bytes, prefetch)
     else:
