@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -267,6 +266,16 @@ def _check_resume_position(saved: dict, current: dict) -> None:
         raise RuntimeError(f"checkpoint data position {saved['next_index']} != its step {current['next_index']}")
 
 
+def build_optimizer(net, optim: dict, steps: int):
+    """AdamW (MindSpore's AdamWeightDecay) over every trainable parameter, with the per-step
+    warm-up + cosine schedule of ``steps`` steps (also used by benchmarks/perf/)."""
+    from mindspore import nn
+
+    beta1, beta2 = optim.get("betas", (0.9, 0.999))
+    return nn.AdamWeightDecay(net.trainable_params(), learning_rate=lr_schedule(optim, steps), beta1=beta1,
+                              beta2=beta2, weight_decay=optim.get("weight_decay", 0.05))
+
+
 def build_train_step(net, optimizer, names: list[str], graph: bool, grad_reducer=None):
     """One training step: forward, backward and the optimizer update (also timed by
     benchmarks/perf/step_perf.py). Called as ``train_step(images, masks, power)`` with tuples of
@@ -296,7 +305,6 @@ def build_train_step(net, optimizer, names: list[str], graph: bool, grad_reducer
 def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
     import mindspore as ms
     import numpy as np
-    from mindspore import nn
 
     from pretrain.checkpoint import checkpoint_name, latest_checkpoint, resume_state, save_checkpoint
     from pretrain.data.pipeline import PipelineOptions, describe, multimodal_batches
@@ -345,9 +353,7 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
         write_strategy(plan_layouts(net_params(net), dist.config, arch.num_heads), dist.strategy_path(work_dir))
     steps = tcfg["steps"]
     schedule = lr_schedule(ocfg, steps)
-    optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=schedule,
-                                   beta1=ocfg.get("betas", (0.9, 0.999))[0], beta2=ocfg.get("betas", (0.9, 0.999))[1],
-                                   weight_decay=ocfg.get("weight_decay", 0.05))
+    optimizer = build_optimizer(net, ocfg, steps)
     start = 0
     if resume:
         if dist.distributed and resume != "auto":
@@ -440,10 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg["train"]["device"] = args.device
     work_dir = Path(args.work_dir or cfg.get("work_dir") or f"work_dirs/pretrain/{cfg['name']}")
     setup_logging(work_dir)
-    resolved = work_dir / "config.json"  # the resolved config, written whole or not at all
-    tmp = resolved.with_name(f".config.json.tmp-{os.getpid()}")  # every rank writes it: one temp file each
-    tmp.write_text(json.dumps(cfg, indent=1))
-    tmp.replace(resolved)
+    from pretrain.checkpoint import write_text_atomic
+
+    # the resolved config, written whole or not at all (every rank writes it: one temp file each)
+    write_text_atomic(work_dir / "config.json", json.dumps(cfg, indent=1))
     try:
         final = train(cfg, work_dir, args.resume)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -104,3 +104,18 @@ def test_moe_perf_table_all_frameworks(tmp_path, capsys):
 def test_bad_arguments_exit_2(module, argv, capsys):
     assert module.main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_pipeline_script_reports_every_modality_and_the_zipped_step(tmp_path, capsys):
+    """pipeline_perf.py on tiny, pipeline only (its training rate is a graph compile: see step_perf)."""
+    from benchmarks.perf import pipeline_perf
+
+    out = tmp_path / "pipeline.json"
+    assert pipeline_perf.main(["--configs", "tiny", "--skip-train", "--pipeline-steps", "2", "--demo-tiles", "4",
+                               "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    measured = row["pipeline"]
+    assert sorted(measured["per_modality_samples_per_s"]) == sorted(m.name for m in get_arch("tiny").modalities)
+    for value in list(measured["per_modality_samples_per_s"].values()) + [measured["step_images_per_s"]]:
+        assert math.isfinite(value) and value > 0
+    assert "tiny" in capsys.readouterr().out

@@ -147,11 +147,10 @@ def train_one(root: Path, name: str, args: argparse.Namespace) -> dict:
     """Compile time and images/s of the trainer's graph-mode step on one pipeline batch (run in
     a child process: see ``measure_training``)."""
     import mindspore as ms
-    from mindspore import nn
 
     from pretrain.data.pipeline import PipelineOptions, multimodal_batches
     from pretrain.models.ringmoe import RingMoESimMIM
-    from pretrain.train import build_arch, build_train_step, lr_schedule, set_device
+    from pretrain.train import build_arch, build_optimizer, build_train_step, set_device
 
     cfg = load(name, args.train_cfg_options)
     arch = build_arch(cfg)
@@ -160,10 +159,7 @@ def train_one(root: Path, name: str, args: argparse.Namespace) -> dict:
     set_device("CPU")
     ms.set_seed(0)
     net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0))
-    ocfg = cfg["optim"]
-    optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=lr_schedule(ocfg, args.train_steps + 1),
-                                   beta1=ocfg.get("betas", (0.9, 0.999))[0], beta2=ocfg.get("betas", (0.9, 0.999))[1],
-                                   weight_decay=ocfg.get("weight_decay", 0.05))
+    optimizer = build_optimizer(net, cfg["optim"], args.train_steps + 1)
     names = [m.name for m in arch.modalities]
     step = build_train_step(net, optimizer, names, graph=True)
     net.set_train(True)

@@ -243,10 +243,9 @@ def ms_sync() -> None:
 
 def mindspore_case(arch, cfg: dict, graph: bool, batches: list, threads: int, warmup: int, steps: int) -> dict:
     import mindspore as ms
-    from mindspore import nn
 
     from pretrain.models.ringmoe import RingMoESimMIM
-    from pretrain.train import build_train_step, lr_schedule, set_device
+    from pretrain.train import build_optimizer, build_train_step, set_device
 
     ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
     set_device("CPU")
@@ -254,11 +253,8 @@ def mindspore_case(arch, cfg: dict, graph: bool, batches: list, threads: int, wa
     ms.set_seed(0)
     imported = rss_mib()
     net = RingMoESimMIM(arch, dropout=cfg["model"].get("dropout", 0.0))
-    ocfg = cfg["optim"]
-    betas = ocfg.get("betas", (0.9, 0.999))
     # As pretrain/train.py builds it: a per-step schedule over the run (here the timed run).
-    optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=lr_schedule(ocfg, 1 + warmup + steps),
-                                   beta1=betas[0], beta2=betas[1], weight_decay=ocfg.get("weight_decay", 0.05))
+    optimizer = build_optimizer(net, cfg["optim"], 1 + warmup + steps)
     names = [m.name for m in arch.modalities]
     train_step = build_train_step(net, optimizer, names, graph=graph)
     net.set_train(True)
