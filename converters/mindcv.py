@@ -1,11 +1,12 @@
-"""Convert mindcv (MindSpore) ResNet, ViT and Swin checkpoints into mmpretrain ``ImageClassifier``s.
+"""Convert single-model MindSpore checkpoints (mindcv's ResNet, ViT and Swin; our seed-zoo families
+gMLP, Multigrain, BiT and DINO) into mmpretrain ``ImageClassifier``s.
 
     from converters.mindcv import build_target, convert_mindcv
     state_dict, report = convert_mindcv("swin_tiny.ckpt", "swin", "swin_tiny")
     model = build_target("swin", "swin_tiny")          # configured, eval mode
     model.load_state_dict(state_dict, strict=True)
 
-The rules of each family are data in ``converters/rules/mindcv_{resnet,vit,swin}.py``: name
+The rules of each family are data in ``converters/rules/{mindcv,zoo}_<family>.py``: name
 canonicalization (CellList mangling), a rename table with transforms (and fused parts), drops
 with reasons (optionally verified against the target), target entries that are new in torch
 with reasons, and the mmpretrain config that reproduces mindcv's numerics. Every source tensor
@@ -14,6 +15,7 @@ other outcome is a one-line :class:`ConversionError` that names the keys. Nothin
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
@@ -23,18 +25,26 @@ from types import ModuleType
 import numpy as np
 
 from converters.ckpt_io import CheckpointError, read_tensor, scan_checkpoint
-from converters.rules import mindcv_resnet, mindcv_swin, mindcv_vit
 from converters.util import ConversionError
 
 __all__ = ["FAMILIES", "ConversionError", "build_target", "convert_mindcv", "resolve_variant", "target_config"]
 
-FAMILIES: dict[str, ModuleType] = {"resnet": mindcv_resnet, "vit": mindcv_vit, "swin": mindcv_swin}
+# family -> its rules module, imported on first use (a family's rules may import its twin).
+FAMILIES: dict[str, str] = {
+    "resnet": "converters.rules.mindcv_resnet",
+    "vit": "converters.rules.mindcv_vit",
+    "swin": "converters.rules.mindcv_swin",
+    "gmlp": "converters.rules.zoo_gmlp",
+    "multigrain": "converters.rules.zoo_multigrain",
+    "bit": "converters.rules.zoo_bit",
+    "dino": "converters.rules.zoo_dino",
+}
 
 OPTIMIZER_STATE = "optimizer state or training counter (not model weights)"
 
 # Drops shared by every family: what mindcv's training loop can put beside the weights.
 COMMON_DROPS: list[tuple[str, str]] = [
-    (r"(adam_m|adam_v|moments|moment1|moment2|accum|mean_grad|mean_square|vhat)\..+", OPTIMIZER_STATE),
+    (r"(adam_m|adam_v|moments|moment|moment1|moment2|accum|mean_grad|mean_square|vhat)\..+", OPTIMIZER_STATE),
     (
         r"global_step|learning_rate|beta1_power|beta2_power|epoch_num|step_num|scale_sense"
         r"|current_iterator_step|last_overflow_iterator_step|loss_scale|weight_decay|momentum",
@@ -48,7 +58,7 @@ COMMON_DROPS: list[tuple[str, str]] = [
 def _family(family: str) -> ModuleType:
     if family not in FAMILIES:
         raise ConversionError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
-    return FAMILIES[family]
+    return importlib.import_module(FAMILIES[family])
 
 
 def resolve_variant(family: str, variant: str | dict) -> tuple[str, dict]:
@@ -85,6 +95,9 @@ def build_target(family: str, variant: str | dict, num_classes: int | None = 100
     import mmpretrain.models  # noqa: F401  registers mmpretrain's modules
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
+
+    for module in getattr(_family(family), "IMPORTS", ()):  # twins register themselves on import
+        importlib.import_module(module)
 
     # A Runner of another framework (mmseg, mmdet) may have left its default scope set, and
     # mmengine then looks up 'ImageClassifier' there: pin the scope while building.
