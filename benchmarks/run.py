@@ -183,12 +183,58 @@ def _fill_from_meta(cfg, backbone, meta: dict | None, options: dict) -> None:
                 preprocessor.std = [round(v * 255, 4) for v in info["std"]]
 
 
-def _backbone_widths(backbone) -> list[int]:
+CONVERTED_NECK = "ConvertedNeck"  # config sentinel: the neck of the checkpoint's own model
+
+
+def _fill_from_family(cfg, spec, meta: dict, options: dict):
+    """A single-model checkpoint (ms2torch --family): its backbone type and arguments, under the
+    config's own keys, and its input normalisation. Returns the new backbone config."""
+    from benchmarks.models.family_loading import backbone_config
+
+    parent, _, name = spec.backbone.rpartition(".")
+    holder = _attr_path(cfg.model, parent) if parent else cfg.model
+    try:
+        holder[name] = backbone_config(holder[name].to_dict(), meta, cfg.get("default_scope"))
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+    neck = cfg.model.get("neck")
+    if neck is not None and neck.get("type") == CONVERTED_NECK:  # the pretraining model's pooling
+        cfg.model.neck = meta["target_config"].get("neck")
+        meta["neck_from_checkpoint"] = cfg.model.neck is not None
+    if not any(k.startswith("model.data_preprocessor.") and k.split(".")[-1] in ("mean", "std") for k in options):
+        for preprocessor in (cfg.model.get("data_preprocessor"), cfg.get("data_preprocessor")):
+            if preprocessor is not None:
+                preprocessor.mean = [round(v * 255, 4) for v in meta["input"]["mean"]]
+                preprocessor.std = [round(v * 255, 4) for v in meta["input"]["std"]]
+    return holder[name]
+
+
+def _backbone_widths(backbone, default_scope: str | None = None) -> list[int]:
+    """Channels of each backbone output: from the arguments for RingMoE, else by a forward pass of
+    the built backbone on a small zero image (any OpenMMLab backbone; its own img_size if it has one)."""
+    if backbone.get("type") != "RingMoE":
+        return _probe_widths(backbone, default_scope)
     from benchmarks.models.ringmoe import RingMoE
 
     defaults = {k: p.default for k, p in inspect.signature(RingMoE).parameters.items()}
     embed = backbone.get("embed_dim", defaults["embed_dim"])
     return [embed * 2**i for i in backbone.get("out_indices", defaults["out_indices"])]
+
+
+def _probe_widths(backbone, default_scope: str | None) -> list[int]:
+    import torch
+    from mmengine.registry import MODELS, DefaultScope
+
+    probe_cfg = {**backbone.to_dict(), "init_cfg": None}
+    size = backbone.get("img_size", 64)
+    side = size if isinstance(size, int) else size[0]
+    with DefaultScope.overwrite_default_scope(default_scope):
+        module = MODELS.build(probe_cfg)
+    module.eval()  # not chained: some backbones' train() (mmpretrain's ResNet) returns None
+    with torch.no_grad():
+        outputs = module(torch.zeros(1, backbone.get("in_channels", 3), side, side))
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return [int(o.shape[1]) for o in outputs]
 
 
 def set_data_root(cfg, root: Path) -> None:
@@ -210,18 +256,25 @@ def _backbone_report(backbone) -> dict:
     return backbone.load_report.to_dict()
 
 
-def coverage(model, checkpoint: str | None, backbone_path: str = "backbone") -> dict:
-    """Every state-dict entry of the model mapped or new with a reason, plus the dropped tensors."""
+def coverage(model, checkpoint: str | None, backbone_path: str = "backbone", loaded: dict | None = None) -> dict:
+    """Every state-dict entry of the model mapped or new with a reason, plus the dropped tensors.
+
+    ``loaded``: the report of a single-model checkpoint loaded into the backbone (and the neck),
+    keyed by model paths; without it, the backbone's own load report (RingMoE).
+    """
     backbone = _attr_path(model, backbone_path)
     prefix = f"{backbone_path}."
     if checkpoint is None:
-        report = {"mapped": {}, "dropped": {}, "new": {k: RANDOM_INIT for k in backbone.state_dict()}}
+        report = {"mapped": {}, "dropped": {}, "new": {prefix + k: RANDOM_INIT for k in backbone.state_dict()}}
+    elif loaded is not None:
+        report = loaded
     else:
-        report = _backbone_report(backbone)
-    mapped = {prefix + k: v for k, v in report["mapped"].items()}
-    new = {prefix + k: v for k, v in report["new"].items()}
+        own = _backbone_report(backbone)
+        report = {"mapped": {prefix + k: v for k, v in own["mapped"].items()}, "dropped": own["dropped"],
+                  "new": {prefix + k: v for k, v in own["new"].items()}}
+    mapped, new = dict(report["mapped"]), dict(report["new"])
     for key in model.state_dict():
-        if not key.startswith(prefix):
+        if key not in mapped and key not in new and not key.startswith(prefix):
             new[key] = f"downstream head ({key.split('.')[0]}), randomly initialised"
     unexplained = sorted(k for k in model.state_dict() if k not in mapped and k not in new)
     summary = {"backbone_mapped": len(mapped), "backbone_new": sum(k.startswith(prefix) for k in new),
@@ -231,37 +284,58 @@ def coverage(model, checkpoint: str | None, backbone_path: str = "backbone") -> 
             "new": new, "unexplained": unexplained}
 
 
-def _recorder(work_dir: Path, checkpoint: str | None, backbone_path: str):
-    """A Runner hook: writes coverage.json once weights are initialised; keeps the last val metrics."""
-    from mmengine.hooks import Hook
+def initialise_weights(runner, work_dir: Path, checkpoint: str | None, meta: dict | None,
+                       backbone_path: str) -> dict:
+    """Initialise the model's weights now, load the checkpoint with its coverage check and write
+    coverage.json, before any training or resume; Runner.train must then not initialise again.
+
+    A RingMoE backbone loads in its own init_weights (its Pretrained init_cfg); a single-model
+    checkpoint's backbone is loaded here, after the backbone's own initialisation, so that no
+    init_weights (e.g. mmpretrain ViT's position-embedding init) can overwrite loaded weights.
+    """
     from mmengine.model import is_model_wrapper
+
+    from benchmarks.models.family_loading import is_family_meta, load_parts, read_family_checkpoint
+    from benchmarks.models.loading import CoverageError
+
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    model.init_weights()
+    # Runner.train() calls init_weights() again (mmengine then warns "called more than once");
+    # what was just loaded and checked is final, so that call has nothing to do.
+    model.init_weights = lambda: None
+    loaded = None
+    if checkpoint is not None and is_family_meta(meta):
+        # The backbone, and the neck when the config takes the checkpoint's own (e.g. a learned GeM p).
+        parts = {backbone_path: "backbone"}
+        if meta.get("neck_from_checkpoint"):
+            parts["neck"] = "neck"
+        loaded = load_parts(model, read_family_checkpoint(checkpoint)[0], meta, parts).to_dict()
+    report = coverage(model, checkpoint, backbone_path, loaded)
+    if runner.rank == 0:  # one writer, even with many processes
+        from converters.util import atomic_write
+
+        with atomic_write(work_dir / "coverage.json", "w") as f:
+            json.dump(report, f, indent=1)
+    s = report["summary"]
+    line = (f"coverage: backbone {s['backbone_mapped']} loaded + {s['backbone_new']} new, "
+            f"{s['checkpoint_dropped']} checkpoint tensors dropped with reasons, heads "
+            f"{s['head_new']} new, {s['unexplained']} unexplained -> {work_dir / 'coverage.json'}")
+    runner.logger.info(line)
+    print(line, flush=True)
+    if s["unexplained"]:
+        raise CoverageError(f"{s['unexplained']} model entries unexplained: {', '.join(report['unexplained'][:4])}")
+    return report
+
+
+def _recorder():
+    """A Runner hook that keeps the last validation metrics."""
+    from mmengine.hooks import Hook
 
     class Recorder(Hook):
         priority = "VERY_LOW"
 
         def __init__(self):
             self.metrics: dict | None = None
-            self.coverage: dict | None = None
-
-        def before_train(self, runner) -> None:  # after init_weights and any resume
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            self.coverage = coverage(model, checkpoint, backbone_path)
-            if runner.rank == 0:  # one writer, even with many processes
-                from converters.util import atomic_write
-
-                with atomic_write(work_dir / "coverage.json", "w") as f:
-                    json.dump(self.coverage, f, indent=1)
-            s = self.coverage["summary"]
-            line = (f"coverage: backbone {s['backbone_mapped']} loaded + {s['backbone_new']} new, "
-                    f"{s['checkpoint_dropped']} checkpoint tensors dropped with reasons, heads "
-                    f"{s['head_new']} new, {s['unexplained']} unexplained -> {work_dir / 'coverage.json'}")
-            runner.logger.info(line)
-            print(line, flush=True)
-            if s["unexplained"]:
-                from benchmarks.models.loading import CoverageError
-
-                raise CoverageError(f"{s['unexplained']} model entries unexplained: "
-                                    f"{', '.join(self.coverage['unexplained'][:4])}")
 
         def after_val_epoch(self, runner, metrics=None) -> None:
             self.metrics = dict(metrics or {})
@@ -349,6 +423,7 @@ def _run(args: argparse.Namespace) -> int:
     from mmengine.config import Config
 
     from benchmarks import results
+    from benchmarks.models.family_loading import CONVERTED_BACKBONE, family_name, is_family_meta, read_family_meta
     from benchmarks.models.loading import CoverageError, read_converted_meta
 
     cfg = Config.fromfile(str(config))
@@ -362,18 +437,24 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput("no checkpoint: pass --checkpoint PATH (a converted .pth) or --checkpoint none")
     if checkpoint == "none":
         checkpoint, meta = None, None
+        if backbone_cfg.get("type") == CONVERTED_BACKBONE:
+            raise BadInput("this config takes its backbone from the checkpoint: --checkpoint none has none")
         backbone_cfg.init_cfg = None
     else:
         try:
-            meta = read_converted_meta(checkpoint)
+            meta = read_family_meta(checkpoint) or read_converted_meta(checkpoint)
         except CoverageError as err:
             raise BadInput(str(err)) from None
         except Exception as err:  # not a torch file at all (pickle, zip or EOF errors)
             raise BadInput(f"{checkpoint} is not a readable converted checkpoint "
                            f"({type(err).__name__})") from None
-        backbone_cfg.init_cfg = dict(type="Pretrained", checkpoint=str(Path(checkpoint).resolve()))
-    _fill_from_meta(cfg, backbone_cfg, meta, options)
-    spec.fit_heads(cfg, _backbone_widths(backbone_cfg))
+    if is_family_meta(meta):
+        backbone_cfg = _fill_from_family(cfg, spec, meta, options)
+    else:
+        if checkpoint is not None:
+            backbone_cfg.init_cfg = dict(type="Pretrained", checkpoint=str(Path(checkpoint).resolve()))
+        _fill_from_meta(cfg, backbone_cfg, meta, options)
+    spec.fit_heads(cfg, _backbone_widths(backbone_cfg, cfg.get("default_scope")))
 
     work_dir = Path(args.work_dir or cfg.get("work_dir") or Path("work_dirs", args.task, config.stem))
     cfg.work_dir = str(work_dir)
@@ -410,12 +491,13 @@ def _run(args: argparse.Namespace) -> int:
     from mmengine.runner import Runner
 
     runner = Runner.from_cfg(cfg)
-    recorder = _recorder(work_dir, checkpoint, spec.backbone)
-    runner.register_hook(recorder)
     try:
-        runner.train()
+        initialise_weights(runner, work_dir, checkpoint, meta, spec.backbone)
     except CoverageError as err:
         raise BadInput(str(err)) from None
+    recorder = _recorder()
+    runner.register_hook(recorder)
+    runner.train()
     metrics = recorder.metrics if recorder.metrics is not None else runner.val()
     from mmengine.dist import get_rank
 
@@ -426,8 +508,12 @@ def _run(args: argparse.Namespace) -> int:
         raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {primary}")
 
     # A config may name its backbone (a CNN baseline is no RingMoE); else the checkpoint's arch.
-    name = cfg.get("backbone_name") or (f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain")
-                                        else "ringmoe")
+    if cfg.get("backbone_name"):
+        name = cfg.backbone_name
+    elif is_family_meta(meta):
+        name = family_name(meta)
+    else:
+        name = f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain") else "ringmoe"
     reduction = backbone_cfg.get("moe_reduction")
     row = {
         "run_id": run_id,

@@ -57,9 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "above --shard-size into OUT/ with model.safetensors.index.json (default: pth)")
     parser.add_argument("--shard-size", type=parse_size, default="5GiB",
                         help="largest safetensors shard, e.g. 5GiB or 500MB (default: 5GiB)")
-    parser.add_argument("--mindcv", metavar="FAMILY:VARIANT",
-                        help="SRC is a mindcv checkpoint instead of RingMoE: resnet:resnet50, vit:vit_b_32_224, "
-                             "swin:swin_tiny, ... -> the matching mmpretrain ImageClassifier's state dict")
+    parser.add_argument("--family", "--mindcv", dest="family", metavar="FAMILY:VARIANT",
+                        help="SRC is a single-model checkpoint instead of RingMoE: a mindcv model (resnet:resnet50, "
+                             "vit:vit_b_32_224, swin:swin_tiny, ...) or a seed-zoo model (gmlp:gmlp_ti, "
+                             "multigrain:resnet50, bit:bit_m_r50x1, dino:vit_s16, ...) -> the matching mmpretrain "
+                             "ImageClassifier's state dict, whose backbone the benchmarks load")
     parser.add_argument("--verify", action="store_true",
                         help="before writing, run the MindSpore model and the converted PyTorch twin on "
                              "fixed inputs of every modality; print the relative error per stage and the "
@@ -95,8 +97,26 @@ def verify_conversion(args: argparse.Namespace, state_dict: dict, meta: dict) ->
     return ok
 
 
-def convert_mindcv_cli(args: argparse.Namespace) -> int:
-    """mindcv ResNet / ViT / Swin -> mmpretrain, with the same coverage rules and atomic writes."""
+def family_meta(family: str, variant: str, report: dict, src: str) -> dict:
+    """The meta of a single-model conversion: what the benchmark runner builds and normalises with."""
+    import json
+
+    from benchmarks.models.family_loading import FAMILY_FORMAT, IMAGENET_INPUT
+    from converters.mindcv import FAMILIES
+    from converters.ringmoe import CONVERTER_VERSION
+    from converters.util import sha256_file
+
+    rules = __import__(FAMILIES[family], fromlist=["INPUT"])
+    return {"format": FAMILY_FORMAT, "family": family, "variant": variant,
+            "converter_version": CONVERTER_VERSION,
+            "target_config": json.loads(json.dumps(report["target_config"])),
+            "input": dict(getattr(rules, "INPUT", IMAGENET_INPUT)),
+            "source": {"path": src, "bytes": os.path.getsize(src), "sha256": sha256_file(src)},
+            "report": json.loads(json.dumps(report, default=str))}
+
+
+def convert_family_cli(args: argparse.Namespace) -> int:
+    """mindcv or seed-zoo model -> mmpretrain, with the same coverage rules and atomic writes."""
     import json
 
     from converters.mindcv import convert_mindcv
@@ -104,11 +124,10 @@ def convert_mindcv_cli(args: argparse.Namespace) -> int:
     from converters.util import ConversionError, atomic_write
     from converters.writers import write_pth
 
-    family, _, variant = args.mindcv.partition(":")
+    family, _, variant = args.family.partition(":")
     try:
         state_dict, report = convert_mindcv(args.src, family, variant)
-        meta = {"format": "ringmoe-bench/mindcv-v1", "family": family, "variant": variant,
-                "report": json.loads(json.dumps(report, default=str))}
+        meta = family_meta(family, variant, report, args.src)
         out = write_pth(state_dict.items(), meta, args.out)
         report_path = Path(args.report) if args.report else default_report_path(out)
         with atomic_write(report_path, "w") as f:
@@ -117,7 +136,7 @@ def convert_mindcv_cli(args: argparse.Namespace) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"ms2torch: error: {message}", file=sys.stderr)
         return 2
-    print(f"converted mindcv {family} {variant}: {len(state_dict)} tensors, 0 unexplained\nwrote {out}\nwrote {report_path}")
+    print(f"converted {family} {variant}: {len(state_dict)} tensors, 0 unexplained\nwrote {out}\nwrote {report_path}")
     return 0
 
 
@@ -187,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from converters.util import ConversionError, start_sha256
 
-    if not args.mindcv and os.path.isfile(args.src):
+    if os.path.isfile(args.src):
         start_sha256(args.src)  # read and hash the source while the heavy imports below run
     from converters.ckpt_io import CheckpointError
     from converters.ringmoe import default_report_path, open_source, plan, write_report
 
     start = time.perf_counter()
-    if args.mindcv:
-        return convert_mindcv_cli(args)
+    if args.family:
+        return convert_family_cli(args)
     try:
         source = open_source(args.src, args.strategy)
         try:
