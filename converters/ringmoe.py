@@ -20,7 +20,8 @@ import numpy as np
 
 from converters.ckpt_io import CheckpointError, read_tensor, scan_checkpoint
 from converters.rules import ringmoe as rules
-from converters.util import ConversionError, atomic_write, sha256_file
+from converters.seqread import ReaderFile
+from converters.util import ConversionError, atomic_write, sha256_file, started_reader
 from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
 
 CONVERTER_VERSION = "0.2.0"  # 0.2: stacked expert weights [E, in, out]
@@ -52,6 +53,8 @@ class CheckpointFile:
         self._handle = open(path, "rb")
         self._fd = os.open(path, os.O_RDONLY)  # positional reads of whole tensors, see slices()
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # read in file order: read ahead further
+        # The CLI's one pass over the file (hash and data, converters/seqread.py), when it began one.
+        self._reader = started_reader(path)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(record.shape) for name, record in self.index.items()}
@@ -68,21 +71,34 @@ class CheckpointFile:
         return []
 
     def read(self, name: str) -> np.ndarray:
+        if self._reader is not None:
+            return read_tensor(ReaderFile(self._reader), self.index[name])
         return read_tensor(self._handle, self.index[name])
 
-    def slices(self, name: str) -> tuple[int, tuple[tuple[int, int], ...]] | None:
-        """(file descriptor, (offset, length) pieces) of a tensor stored as plain little-endian
-        values (the bytes a writer can copy as they are), or None for packed or text dtypes."""
+    def slices(self, name: str) -> tuple[int, tuple[tuple[int, int], ...], object] | None:
+        """(file descriptor, (offset, length) pieces, the started reader or None) of a tensor
+        stored as plain little-endian values (the bytes a writer can copy as they are), or None
+        for packed or text dtypes."""
         record = self.index[name]
         if record.dtype not in RAW_DTYPES:
             return None
-        return self._fd, record.offsets
+        return self._fd, record.offsets, self._reader
+
+    def release_before(self, name: str | None) -> None:
+        """Tensors are read in file order from ``name`` on (None: no more reads): the started
+        reader may free what lies before it."""
+        if self._reader is not None:
+            offsets = self.index[name].offsets if name is not None else ()
+            self._reader.release_before(offsets[0][0] if offsets else self._reader.size)
 
     def close(self) -> None:
         self._handle.close()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._reader is not None:
+            self._reader.detach()
+            self._reader = None
 
 
 def open_source(src: str | Path, strategy: str | Path | None = None):
@@ -256,20 +272,23 @@ class Plan:
         source_dtypes = self.source.dtypes()
         items = sorted(self.mapped.items(), key=lambda kv: position[kv[0]])
         slices = getattr(self.source, "slices", None) if on_disk else None
+        release_before = getattr(self.source, "release_before", lambda name: None)
         for source, (target, how) in tqdm(items, desc="converting", unit="tensor",
                                           disable=not sys.stderr.isatty()):
+            release_before(source)  # file order from here on: what lies before is not needed
             stored = RAW_DTYPES.get(source_dtypes[source])
             if slices is not None and how == "identity" and stored is not None and (
                     stored == DTYPES[self.dtype] or not stored.startswith(("float", "bfloat"))):
                 located = slices(source)
                 if located is not None:
                     yield target, FileSlices(located[0], tuple(located[1]), tuple(shapes[source]),
-                                             getattr(torch, stored), self.source.label)
+                                             getattr(torch, stored), self.source.label, located[2])
                     continue
             tensor = torch.from_numpy(np.ascontiguousarray(rules.TRANSFORMS[how](self.source.read(source))))
             if source_dtypes[source] == "BFloat16":  # the reader returns bf16 as raw 16-bit words
                 tensor = tensor.view(torch.bfloat16)
             yield target, tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+        release_before(None)  # no more reads
 
     def report(self) -> dict:
         return {

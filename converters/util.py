@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 import threading
@@ -12,8 +11,6 @@ from typing import IO, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
-_HASH_CHUNK = 8 << 20  # large reads: the hashing thread needs the GIL once per chunk only
-_READ_AHEAD = 8  # chunks the kernel is asked to read ahead of the hash (64 MiB)
 
 
 class ConversionError(Exception):
@@ -54,63 +51,18 @@ def _hash_key(path: str | Path) -> tuple[str, int, int]:
     return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
 
 
-_started: dict[tuple[str, int, int], Future] = {}
+_started: dict[tuple[str, int, int], "SequentialReader"] = {}
 
 
 def _sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read while a helper thread keeps the disk busy ahead of the hash.
+    """Hex sha256 of a file, read once with large direct reads (see converters/seqread.py)."""
+    from converters.seqread import SequentialReader
 
-    Hashing (a core at ~1.8 GB/s) and filling the page cache (kernel time) are both CPU work;
-    done in turn by one thread they add up, so :func:`_read_ahead` asks the kernel for the
-    next ``_READ_AHEAD`` chunks while this thread hashes the current one.
-    """
-    digest = hashlib.sha256()
-    buffer = bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        progress = _ReadAhead(f.fileno(), os.fstat(f.fileno()).st_size)
-        try:
-            while count := f.readinto(buffer):
-                digest.update(view[:count])  # hashlib releases the GIL for large buffers
-                progress.advance(count)
-        finally:
-            progress.stop()
-    return digest.hexdigest()
-
-
-class _ReadAhead:
-    """A thread that asks the kernel to read a file up to ``_READ_AHEAD`` chunks ahead of a reader."""
-
-    def __init__(self, fd: int, size: int):
-        self._fd, self._size = fd, size
-        self._position = 0  # how far the reader has got
-        self._stopped = False
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="sha256-readahead")
-        self._thread.start()
-
-    def _run(self) -> None:
-        offset = 0
-        while offset < self._size:
-            with self._changed:
-                while not self._stopped and offset > self._position + _READ_AHEAD * _HASH_CHUNK:
-                    self._changed.wait()
-                if self._stopped:
-                    return
-            with contextlib.suppress(OSError):  # only a hint: the reader reads regardless
-                os.posix_fadvise(self._fd, offset, _HASH_CHUNK, os.POSIX_FADV_WILLNEED)
-            offset += _HASH_CHUNK
-
-    def advance(self, count: int) -> None:
-        with self._changed:
-            self._position += count
-            self._changed.notify()
-
-    def stop(self) -> None:
-        with self._changed:
-            self._stopped = True
-            self._changed.notify()
-        self._thread.join()
+    reader = SequentialReader(path, keep=False)
+    try:
+        return reader.sha256()
+    finally:
+        reader.close()
 
 
 def in_background(fn: Callable[[], T], name: str) -> "Future[T]":
@@ -131,18 +83,36 @@ def in_background(fn: Callable[[], T], name: str) -> "Future[T]":
 
 
 def start_sha256(path: str | Path) -> None:
-    """Begin hashing ``path`` in a background thread; :func:`sha256_file` then takes that result.
+    """Begin reading and hashing ``path`` in background threads; :func:`sha256_file` then takes
+    that result, and :func:`started_reader` gives the converter the same pass over the file.
 
     The converter CLI calls this first thing, so the source is read (and its hash computed)
-    while Python imports torch and plans the conversion: the hash costs no extra wall time, and
-    the conversion then reads the file from the page cache.
+    while Python imports torch and plans the conversion, and the conversion copies its tensors
+    out of the same reads (converters/seqread.py).
     """
+    from converters.seqread import SequentialReader
+
     key = _hash_key(path)
     if key not in _started:
-        _started[key] = in_background(lambda: _sha256(path), "sha256")
+        _started[key] = SequentialReader(path)
+
+
+def started_reader(path: str | Path):
+    """The :class:`converters.seqread.SequentialReader` that :func:`start_sha256` began for this
+    file (unchanged since), attached for a consumer that must ``detach()`` it; or None."""
+    reader = _started.get(_hash_key(path))
+    return reader.attach() if reader is not None else None
 
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file (the one :func:`start_sha256` began, if the file is unchanged)."""
-    future = _started.pop(_hash_key(path), None)
-    return future.result() if future is not None else _sha256(path)
+    key = _hash_key(path)
+    for stale in [k for k in _started if k[0] == key[0] and k != key]:  # the file changed since
+        _started.pop(stale).close()
+    reader = _started.pop(key, None)
+    if reader is None:
+        return _sha256(path)
+    try:
+        return reader.sha256()
+    finally:
+        reader.close()

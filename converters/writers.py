@@ -43,7 +43,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -182,6 +182,12 @@ class FileSlices:
     shape: tuple[int, ...]
     dtype: torch.dtype
     path: str
+    reader: Any = None  # a converters.seqread.SequentialReader over the file: read from its pool
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        if self.reader is not None:
+            return self.reader.pread_into(view, offset)
+        return os.preadv(self.fd, [view], offset)
 
     @property
     def nbytes(self) -> int:
@@ -256,7 +262,7 @@ class _SequentialFile:
                 take = min(_STAGE - self._fill, end - offset)
                 view = memoryview(self._stages[self._current])[self._fill:self._fill + take]
                 try:
-                    got = os.preadv(slices.fd, [view], offset)
+                    got = slices.pread_into(view, offset)
                 finally:
                     view.release()
                 if got <= 0:

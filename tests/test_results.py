@@ -158,12 +158,12 @@ def test_format_table() -> None:
 
 
 def test_hash_helpers(tmp_path: Path, monkeypatch) -> None:
-    from converters import util
+    from converters import seqread, util
 
     blob = tmp_path / "weights.bin"
     data = bytes(range(256)) * 5000
     blob.write_bytes(data)
-    monkeypatch.setattr(util, "_HASH_CHUNK", 1000)  # many reads, one of them short
+    monkeypatch.setattr(seqread, "CHUNK", 4096)  # many reads, the last one short
     assert sha256_file(blob) == hashlib.sha256(data).hexdigest()
     util.start_sha256(blob)  # hashed in the background, taken by the next sha256_file
     assert sha256_file(blob) == hashlib.sha256(data).hexdigest()
