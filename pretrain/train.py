@@ -428,6 +428,14 @@ def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # a config with a `recipe` key is a seed-zoo recipe: pretrain/zoo's engine trains it
+        zoo = "recipe" in load_config(args.config)
+    except ConfigError:
+        zoo = False  # reported below
+    if zoo:
+        from pretrain.zoo.train import main as zoo_main
+
+        return zoo_main(sys.argv[1:] if argv is None else argv)
     try:
         cfg = apply_overrides(load_config(args.config), args.cfg_options)
         cfg.setdefault("name", Path(args.config).stem)
