@@ -197,10 +197,11 @@ def _fill_from_family(cfg, spec, meta: dict, options: dict):
         holder[name] = backbone_config(holder[name].to_dict(), meta, cfg.get("default_scope"))
     except ValueError as err:
         raise BadInput(str(err)) from None
-    neck = cfg.model.get("neck")
+    neck = holder.get("neck")  # beside the backbone: model.neck, or model.image_encoder.neck
     if neck is not None and neck.get("type") == CONVERTED_NECK:  # the pretraining model's pooling
-        cfg.model.neck = meta["target_config"].get("neck")
-        meta["neck_from_checkpoint"] = cfg.model.neck is not None
+        holder.neck = meta["target_config"].get("neck")
+        # initialise_weights loads it from the checkpoint too (a learned GeM p, for one)
+        meta["neck_from_checkpoint"] = holder.neck is not None
     if not any(k.startswith("model.data_preprocessor.") and k.split(".")[-1] in ("mean", "std") for k in options):
         for preprocessor in (cfg.model.get("data_preprocessor"), cfg.get("data_preprocessor")):
             if preprocessor is not None:
@@ -308,7 +309,8 @@ def initialise_weights(runner, work_dir: Path, checkpoint: str | None, meta: dic
         # The backbone, and the neck when the config takes the checkpoint's own (e.g. a learned GeM p).
         parts = {backbone_path: "backbone"}
         if meta.get("neck_from_checkpoint"):
-            parts["neck"] = "neck"
+            parent = backbone_path.rpartition(".")[0]
+            parts[f"{parent}.neck" if parent else "neck"] = "neck"
         loaded = load_parts(model, read_family_checkpoint(checkpoint)[0], meta, parts).to_dict()
     report = coverage(model, checkpoint, backbone_path, loaded)
     if runner.rank == 0:  # one writer, even with many processes
@@ -508,10 +510,10 @@ def _run(args: argparse.Namespace) -> int:
         raise RuntimeError(f"the evaluator reported {sorted(metrics)}, not {primary}")
 
     # A config may name its backbone (a CNN baseline is no RingMoE); else the checkpoint's arch.
-    if cfg.get("backbone_name"):
-        name = cfg.backbone_name
-    elif is_family_meta(meta):
+    if is_family_meta(meta):  # a converted model names itself (a config's name is for --checkpoint none)
         name = family_name(meta)
+    elif cfg.get("backbone_name"):
+        name = cfg.backbone_name
     else:
         name = f"ringmoe-{meta['pretrain']['config']}" if meta and meta.get("pretrain") else "ringmoe"
     reduction = backbone_cfg.get("moe_reduction")

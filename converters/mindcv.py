@@ -51,6 +51,8 @@ COMMON_DROPS: list[tuple[str, str]] = [
         OPTIMIZER_STATE,
     ),
     (r"ema\..+", "EMA shadow copy kept by mindcv's TrainStep (ema=True); the live weights are converted"),
+    (r"ringmoe_meta", "training metadata of a pretrain/zoo run (recipe, config, input normalisation, data "
+                      "position): copied into the converted meta, not a weight"),
 ]
 
 

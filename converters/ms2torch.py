@@ -107,12 +107,28 @@ def family_meta(family: str, variant: str, report: dict, src: str) -> dict:
     from converters.util import sha256_file
 
     rules = __import__(FAMILIES[family], fromlist=["INPUT"])
+    training = training_meta(src)  # a pretrain/zoo checkpoint says how its inputs were normalised
     return {"format": FAMILY_FORMAT, "family": family, "variant": variant,
             "converter_version": CONVERTER_VERSION,
             "target_config": json.loads(json.dumps(report["target_config"])),
-            "input": dict(getattr(rules, "INPUT", IMAGENET_INPUT)),
+            "input": dict((training or {}).get("input") or getattr(rules, "INPUT", IMAGENET_INPUT)),
+            "pretrain": training,
             "source": {"path": src, "bytes": os.path.getsize(src), "sha256": sha256_file(src)},
             "report": json.loads(json.dumps(report, default=str))}
+
+
+def training_meta(src: str) -> dict | None:
+    """The ``ringmoe_meta`` JSON that pretrain/zoo step checkpoints carry, without the data position."""
+    import json
+
+    from converters.ckpt_io import read_tensor, scan_checkpoint
+
+    record = scan_checkpoint(src).get("ringmoe_meta")
+    if record is None:
+        return None
+    meta = json.loads(str(read_tensor(src, record)))
+    meta.pop("data", None)  # where the data stream stood: of no use downstream
+    return meta
 
 
 def convert_family_cli(args: argparse.Namespace) -> int:
