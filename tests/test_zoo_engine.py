@@ -285,7 +285,11 @@ def test_demo_config_through_pretrain_train_dispatch(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs/pretrain/zoo").glob("[!_]*.py")))
 def test_every_zoo_config_passes_the_checks(name):
     cfg = load_zoo_config(REPO / f"configs/pretrain/zoo/{name}.py")
-    assert cfg["name"] == name and cfg["recipe"] == "supervised"
+    from pretrain.zoo.recipes import RECIPES
+
+    family = name.split("_")[0]
+    assert cfg["name"] == name and cfg["model"]["family"] == family
+    assert cfg["recipe"] in RECIPES and cfg["recipe"] == {"multigrain": "multigrain", "dino": "dino"}.get(family, "supervised")
 
 
 def _write(path: Path, text: str) -> Path:
