@@ -38,9 +38,10 @@ log.jsonl: one JSON object per logged step (every train.log_interval steps and t
   step          int    optimizer updates done (1-based)
   epoch         float  step / steps per epoch (images // batch size)
   loss          float  the recipe's loss on that step's batch (forward before its update)
-  losses        dict   the recipe's loss terms (supervised: {"ce": ...})
+  losses        dict   the recipe's loss terms (supervised: {"ce": ...}; multigrain: {"ce": ..., "margin": ...})
   top1          float  supervised: fraction of the batch whose arg-max logit is the arg-max of
-                       its (smoothed, mixed) target
+                       its (smoothed, mixed) target; multigrain: of the crops classified right
+  beta, gem_p   float  multigrain: the margin's boundary and GeM's exponent after the update
   lr            float  learning rate of that step's update
   images_per_s  float  samples per second of training steps since the last record (forward,
                        backward, update, EMA; excludes data loading, logging and saving; the
@@ -503,8 +504,9 @@ def train(cfg: dict, work_dir: Path, resume: str | None = None) -> Path:
     tcfg, seed = cfg["train"], cfg["train"]["seed"]
     work_dir.mkdir(parents=True, exist_ok=True)
     graph = tcfg.get("mode", "graph") == "graph"
-    ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
+    # set_device first: on CPU it caps oneDNN at AVX2 before any kernel runs (its docstring says why)
     set_device(tcfg.get("device", "CPU"))
+    ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
     info = _setup_data(cfg, work_dir)
     cfg, lrs, summary = plan_run(cfg, info.size, info.image_hw)
     write_text_atomic(work_dir / "config.json", json.dumps(cfg, indent=1))  # with BiT-HyperRule values resolved
