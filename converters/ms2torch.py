@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--family", "--mindcv", dest="family", metavar="FAMILY:VARIANT",
                         help="SRC is a single-model checkpoint instead of RingMoE: a mindcv model (resnet:resnet50, "
                              "vit:vit_b_32_224, swin:swin_tiny, ...) or a seed-zoo model (gmlp:gmlp_ti, "
-                             "multigrain:resnet50, bit:bit_m_r50x1, dino:vit_s16, ...) -> the matching mmpretrain "
+                             "multigrain:multigrain_resnet50, bit:bit_m_r50x1, dino:dino_vits16, ...) -> the matching mmpretrain "
                              "ImageClassifier's state dict, whose backbone the benchmarks load")
     parser.add_argument("--verify", action="store_true",
                         help="before writing, run the MindSpore model and the converted PyTorch twin on "

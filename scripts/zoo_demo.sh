@@ -14,19 +14,20 @@ DEMO="${DEMO_DIR:-work_dirs/zoo_demo}"
 RESULTS="$DEMO/results.csv"
 CLS=configs/benchmarks/classification
 
-# family -> "pretraining demo config, converter variant, extra benchmark config (task:config) or -"
+# family -> "pretraining demo config, converter variant, linear-probe lr, extra benchmark (task:config) or -".
+# Multigrain's GeM features are large (norms 16-115): the probe's default lr 0.1 diverges there.
 declare -A PLAN=(
-  [gmlp]="gmlp_ti_demo gmlp_tiny_demo -"
-  [bit]="bit_hyperrule_demo bit_tiny -"
-  [multigrain]="multigrain_r50_demo multigrain_resnet18 retrieval:configs/benchmarks/retrieval/gem_converted_holidays.py"
-  [dino]="dino_vits16_demo dino_vit_demo -"
+  [gmlp]="gmlp_ti_demo gmlp_tiny_demo 0.1 -"
+  [bit]="bit_hyperrule_demo bit_tiny 0.1 -"
+  [multigrain]="multigrain_r50_demo multigrain_resnet18 0.001 retrieval:configs/benchmarks/retrieval/gem_converted_holidays.py"
+  [dino]="dino_vits16_demo dino_vit_demo 0.1 -"
 )
 FAMILIES=("$@")
 [ ${#FAMILIES[@]} -eq 0 ] && FAMILIES=(gmlp bit multigrain dino)
 
 for family in "${FAMILIES[@]}"; do
   [ -n "${PLAN[$family]:-}" ] || { echo "zoo_demo: unknown family $family (gmlp, bit, multigrain, dino)" >&2; exit 2; }
-  read -r config variant extra <<<"${PLAN[$family]}"
+  read -r config variant lr extra <<<"${PLAN[$family]}"
   echo "== $family: pretraining ($config, MindSpore, CPU)"
   "$PY" pretrain/train.py --config "configs/pretrain/zoo/$config.py" --work-dir "$DEMO/$family/pretrain"
   ckpt="$DEMO/$family/pretrain/$(cat "$DEMO/$family/pretrain/last_checkpoint")"
@@ -36,9 +37,11 @@ for family in "${FAMILIES[@]}"; do
     [ "$bench" = - ] && continue
     task=${bench%%:*}
     cfg=${bench#*:}
+    options=()
+    [[ "$cfg" == *linear_* ]] && options=(--cfg-options "optim_wrapper.optimizer.lr=$lr")
     echo "== $family: $task ($(basename "$cfg" .py))"
     "$PY" benchmarks/run.py --task "$task" --config "$cfg" --checkpoint "$DEMO/$family/$variant.pth" \
-      --work-dir "$DEMO/$family/$(basename "$cfg" .py)" --results "$RESULTS"
+      --work-dir "$DEMO/$family/$(basename "$cfg" .py)" --results "$RESULTS" "${options[@]}"
   done
 done
 echo "== results: $RESULTS"
