@@ -275,7 +275,11 @@ class Plan:
         release_before = getattr(self.source, "release_before", lambda name: None)
         for source, (target, how) in tqdm(items, desc="converting", unit="tensor",
                                           disable=not sys.stderr.isatty()):
-            release_before(source)  # file order from here on: what lies before is not needed
+            if slices is None:
+                # Tensors are read right here, in file order: what lies before is not needed. (A
+                # writer reads FileSlices later, maybe while this generator runs ahead in a
+                # prefetch thread, so there the writer makes that promise as it reads them.)
+                release_before(source)
             stored = RAW_DTYPES.get(source_dtypes[source])
             if slices is not None and how == "identity" and stored is not None and (
                     stored == DTYPES[self.dtype] or not stored.startswith(("float", "bfloat"))):
@@ -288,7 +292,7 @@ class Plan:
             if source_dtypes[source] == "BFloat16":  # the reader returns bf16 as raw 16-bit words
                 tensor = tensor.view(torch.bfloat16)
             yield target, tensor.to(target_dtype) if tensor.is_floating_point() else tensor
-        release_before(None)  # no more reads
+        release_before(None)  # no more reads here (the writer may still copy the last slices: a plain read)
 
     def report(self) -> dict:
         return {

@@ -256,6 +256,9 @@ class _SequentialFile:
 
     def write_slices(self, slices: FileSlices) -> int:
         """Append a tensor's bytes read from its source file directly into the staging buffers."""
+        if slices.reader is not None and slices.pieces:
+            # Slices arrive in file order: the source's sequential reader may free what lies before.
+            slices.reader.release_before(slices.pieces[0][0])
         for offset, length in slices.pieces:
             end = offset + length
             while offset < end:
