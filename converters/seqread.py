@@ -157,8 +157,11 @@ class SequentialReader:
         """Copy up to ``len(view)`` bytes at ``offset`` into ``view`` (fewer at a chunk end or EOF)."""
         index = offset // self._chunk
         with self._changed:
-            while (self._error is None and self._released_upto <= index < self._released_upto + self._depth
-                   and index >= self._read_upto):
+            # Worth waiting for: a chunk not yet freed that the reader will reach, i.e. within the
+            # pool's depth of the consumer's promise (the pool moves there as the hash catches up).
+            # Anything else (freed, or far ahead: a record read while planning) is read directly.
+            while (self._error is None and index >= self._read_upto and self._released_upto <= index
+                   < max(self._released_upto, self._promised // self._chunk) + self._depth):
                 self._changed.wait()
             if self._error is not None:
                 raise self._error

@@ -256,12 +256,13 @@ class _SequentialFile:
 
     def write_slices(self, slices: FileSlices) -> int:
         """Append a tensor's bytes read from its source file directly into the staging buffers."""
-        if slices.reader is not None and slices.pieces:
-            # Slices arrive in file order: the source's sequential reader may free what lies before.
-            slices.reader.release_before(slices.pieces[0][0])
         for offset, length in slices.pieces:
             end = offset + length
             while offset < end:
+                if slices.reader is not None:
+                    # Slices are copied in file order: the source's one sequential pass may free
+                    # what lies before (as it goes, so a tensor larger than its pool streams too).
+                    slices.reader.release_before(offset)
                 take = min(_STAGE - self._fill, end - offset)
                 view = memoryview(self._stages[self._current])[self._fill:self._fill + take]
                 try:

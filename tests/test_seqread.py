@@ -149,3 +149,28 @@ def test_an_attached_consumer_keeps_its_bytes_while_the_hash_is_asked_for(tmp_pa
     assert not reader._closed
     reader.close()
     assert reader._closed
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_a_cli_conversion_reads_the_source_once(tiny_ms_checkpoint, tmp_path, monkeypatch, fmt):
+    """ms2torch's one pass feeds the hash and every tensor: with a pool far smaller than the file
+    (so a consumer that fell behind or ran ahead would show), almost nothing is read twice.
+
+    The writer copies slices while the plan's generator runs ahead in a prefetch thread; a
+    promise made by that generator instead of the writer would free chunks before they are copied.
+    """
+    from converters.ms2torch import main
+
+    monkeypatch.setattr(seqread, "CHUNK", 64 << 10)
+    monkeypatch.setattr(seqread, "DEPTH", 80)  # 5 MiB: more than the largest tensor (4 MiB)
+    again = []
+    plain = SequentialReader._read_plain
+    monkeypatch.setattr(SequentialReader, "_read_plain",
+                        lambda self, view, offset: again.append(len(view)) or plain(self, view, offset))
+    size = tiny_ms_checkpoint.stat().st_size
+    assert size > 25 * 80 * (64 << 10)
+    out = tmp_path / f"out.{fmt}"
+    assert main([str(tiny_ms_checkpoint), "-o", str(out), "--format", fmt]) == 0
+    # Allowed: records read while planning (metadata strings) and the last slices the writer
+    # copies after the generator has ended.
+    assert sum(again) < 0.1 * size, (sum(again), size)
