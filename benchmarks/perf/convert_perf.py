@@ -175,13 +175,12 @@ def write_fake_checkpoint(path: Path, arch: RingMoEArch, config: str, seed: int 
 def _child(mode: str, src: str, out: str) -> None:
     """The work of one measurement (runs in its own process)."""
     if mode == "safetensors" or mode == "pth":
-        from converters.ms2torch import main as convert
+        from converters.ms2torch import exit_now, main as convert
 
         report = f"{out}.report.json"
         code = convert([src, "-o", out, "--format", mode, "--report", report])
         Path(report).unlink(missing_ok=True)
-        if code:
-            raise SystemExit(code)
+        exit_now(code)  # as the CLI leaves: everything is fsynced, unloading torch is not waited for
     elif mode == "mindspore":
         import mindspore as ms
         import numpy as np
