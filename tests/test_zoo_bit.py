@@ -239,9 +239,13 @@ def test_twin_is_registered_and_gives_multiscale_maps():
 
     assert set(REGISTERED) == {"mmpretrain", "mmseg", "mmdet"}
     arch = zoo_bit.ARCHS[TINY]
+    from mmengine.registry import DefaultScope
+
     for registry in (MMSEG, MMDET, MMPRETRAIN):
-        backbone = registry.build({"type": "ResNetV2BiT", "layers": arch["layers"], "base_width": 16,
-                                   "gn_groups": 8, "out_indices": (0, 1, 2, 3), "frozen_stages": 1})
+        # Pin the scope: an earlier test's Runner may have left another framework's as the default.
+        with DefaultScope.overwrite_default_scope(registry.scope):
+            backbone = registry.build({"type": "ResNetV2BiT", "layers": arch["layers"], "base_width": 16,
+                                       "gn_groups": 8, "out_indices": (0, 1, 2, 3), "frozen_stages": 1})
         outs = backbone(torch.randn(1, 3, 64, 64))
         assert [tuple(o.shape) for o in outs] == [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), (1, 512, 2, 2)]
     frozen = [n for n, p in backbone.named_parameters() if not p.requires_grad]
@@ -262,6 +266,11 @@ def test_twin_arguments():
 
 
 def test_a_new_head_starts_at_zero_as_in_bit():
+    from mmengine.logging import MMLogger
+
     model = build_target("bit", TINY, 5)
+    # init_weights logs to the current MMLogger: an earlier test's Runner may have left one whose
+    # log file is closed, so make a fresh one current.
+    MMLogger.get_instance("test_a_new_head_starts_at_zero_as_in_bit")
     model.init_weights()
     assert not model.head.fc.weight.any() and not model.head.fc.bias.any()
