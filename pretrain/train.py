@@ -292,14 +292,20 @@ def build_train_step(net, optimizer, names: list[str], graph: bool, grad_reducer
     """One training step: forward, backward and the optimizer update (also timed by
     benchmarks/perf/step_perf.py). Called as ``train_step(images, masks, power)`` with tuples of
     per-modality tensors (ms.mutable in graph mode) and the SAR-L1 power target or None;
-    returns (loss, per-modality losses, aux loss)."""
+    returns (loss, per-modality losses, aux loss).
+
+    Graph mode (compiled once, about 30 s for tiny on 2 cores, then ~4x faster than eager): see
+    _graph_train_step."""
     import mindspore as ms
+
+    sar_l1 = names.index("sar_l1") if "sar_l1" in names else -1
+    if graph:
+        return _graph_train_step(net, optimizer, len(names), sar_l1, grad_reducer)
 
     def forward(images, masks, targets):
         return net(images, masks, targets)
 
     grad_fn = ms.value_and_grad(forward, None, optimizer.parameters, has_aux=True)
-    sar_l1 = names.index("sar_l1") if "sar_l1" in names else -1
 
     def train_step(images, masks, power):
         targets = None if power is None else tuple(power if m == sar_l1 else None for m in range(len(names)))
@@ -309,9 +315,66 @@ def build_train_step(net, optimizer, names: list[str], graph: bool, grad_reducer
         optimizer(grads)
         return loss, per_modality, aux
 
-    if graph:  # compiled once (about 30 s for tiny on 2 cores), then ~4x faster
-        train_step = ms.jit(train_step)
     return train_step
+
+
+def _graph_train_step(net, optimizer, count: int, sar_l1: int, grad_reducer):
+    """build_train_step in graph mode, measured on tiny (benchmarks/perf/step_perf.py):
+
+    * one compiled Cell: the same step as an ms.jit function ran ~1.6x slower on CPU;
+    * each block's MoE layer is recomputed in the backward pass (pretrain.models.ringmoe.
+      recompute_experts): its activations were ~40% of the step's memory, for ~10% more time;
+    * compiled before the first step, after which the heap pages the compiler freed go back to the
+      OS (glibc keeps ~190 MB of them otherwise, on top of the step's own memory)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from pretrain.models.ringmoe import recompute_experts
+
+    recompute_experts(net)
+
+    class TrainStep(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)  # keep the parameter names
+            self.net, self.optimizer, self.grad_reducer = net, optimizer, grad_reducer
+            self.grad_fn = ms.value_and_grad(net, None, optimizer.parameters, has_aux=True)
+            self.modalities, self.sar_l1 = count, sar_l1
+
+        def construct(self, images, masks, power):
+            targets = None
+            if power is not None:
+                targets = ()
+                for m in range(self.modalities):
+                    targets = targets + ((power,) if m == self.sar_l1 else (None,))
+            (loss, per_modality, aux), grads = self.grad_fn(images, masks, targets)
+            if self.grad_reducer is not None:  # data parallel: the mean gradient over ranks
+                grads = self.grad_reducer(grads)
+            self.optimizer(grads)
+            return loss, per_modality, aux
+
+    cell = TrainStep()
+    compiled = []
+
+    def train_step(images, masks, power):
+        if not compiled:
+            cell.compile(images, masks, power)
+            release_freed_heap()
+            compiled.append(True)
+        return cell(images, masks, power)
+
+    return train_step
+
+
+def release_freed_heap() -> None:
+    """Return the heap pages that glibc keeps after frees to the OS (malloc_trim); a no-op where
+    the C library has no malloc_trim."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def train(cfg: dict, work_dir: Path, resume: str | None) -> Path:

@@ -16,6 +16,13 @@ downstream and for parity (no capacity limit). Experts are dispatched by index i
 [experts, capacity] buffer rather than the authors' dense one-hot [tokens, experts, capacity]
 tensors, which need ~20 GB for the tiny config.
 
+Memory on MindSpore's CPU backend (measured on the tiny training graph, benchmarks/perf/step_perf.py):
+a broadcasting Add/Mul/Sub kernel keeps two 8-byte indices per output element, and a Transpose kernel
+one, for as long as the compiled graph lives (1.5 GB of the tiny step). So operands are tiled to full
+shape (or added with BiasAdd) before binary ops, transposes that only reorder rows are gathers
+(RowPermutation), and q @ k^T reads k transposed inside the matmul: the same forward numbers to the
+bit (gradients to rounding: some sums run in another order).
+
 Operator parallelism (MindSpore semi_auto_parallel): built with ``parallel=ParallelLayout(dp, mp,
 ep)`` (pretrain/parallel.py), every operator declares a shard strategy that realises the layouts
 ``pretrain.parallel.plan_layouts`` plans: batch axes over data_parallel; attention heads over
@@ -34,7 +41,7 @@ import math
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import Normal, TruncatedNormal, Zero, initializer
+from mindspore.common.initializer import Normal, TruncatedNormal, Uniform, Zero, initializer
 
 from pretrain.models.arch import RingMoEArch, capacity
 from pretrain.parallel import ParallelLayout, head_split
@@ -115,6 +122,54 @@ def trunc_normal(shape, std: float = 0.02):
     return initializer(TruncatedNormal(std), shape, ms.float32)
 
 
+def window_order(resolution: int, window: int, shift: int) -> np.ndarray:
+    """Token (row-major h*R + w) at each position of the cyclically shifted map cut into windows:
+    windows row-major, tokens row-major within a window; the shift is torch.roll(x, -shift)."""
+    r = np.arange(resolution)
+    grid = ((r[:, None] + shift) % resolution) * resolution + (r[None, :] + shift) % resolution
+    nw = resolution // window
+    return grid.reshape(nw, window, nw, window).transpose(0, 2, 1, 3).reshape(-1)
+
+
+def head_order(tokens: int, heads: int) -> np.ndarray:
+    """Row of [tokens * heads, head_dim] (token-major, as a linear layer writes them) at each
+    position of the head-major order [heads, tokens]."""
+    return np.arange(tokens * heads).reshape(tokens, heads).T.reshape(-1)
+
+
+def merge_order(resolution: int) -> np.ndarray:
+    """Token of each 2x2 neighbour, grouped by output token, in the original Swin order (2i,2j),
+    (2i+1,2j), (2i,2j+1), (2i+1,2j+1)."""
+    half = resolution // 2
+    i, j, b, a = np.meshgrid(np.arange(half), np.arange(half), np.arange(2), np.arange(2), indexing="ij")
+    return ((2 * i + a) * resolution + 2 * j + b).reshape(-1)
+
+
+class RowPermutation(nn.Cell):
+    """x[:, order] for x [B, N, ...] (or x[order] for x [N, ...], axis=0) and a fixed permutation
+    ``order`` of the N rows: a gather, whose gradient is the gather by the inverse permutation.
+
+    Replaces Transpose kernels that only reorder rows: MindSpore's CPU Transpose keeps an 8-byte
+    index per element for the graph's lifetime, a gather only its int32 row order. MindSpore's own
+    gradient of a Gather along axis 1 transposes; the inverse permutation moves the same values.
+    """
+
+    def __init__(self, order: np.ndarray, rank: int, spec: ShardSpec = NO_SHARD, axis: int = 1):
+        super().__init__()
+        self.axis = axis
+        self.order = Tensor(np.asarray(order, np.int32))
+        self.inverse = Tensor(np.argsort(order).astype(np.int32))
+        table = spec.batch(rank) if axis == 1 else (1,) * rank  # axis 0: a replicated weight
+        self.gather = spec(ops.Gather(), table, (1,))
+        self.gather_back = spec(ops.Gather(), table, (1,))
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.gather(x, self.order, self.axis)
+
+    def bprop(self, x, out, dout):
+        return (self.gather_back(dout, self.inverse, self.axis),)
+
+
 class ModalityBatch(nn.Cell):
     """Where each modality's images sit in the joint batch of the pretraining path.
 
@@ -180,8 +235,11 @@ class Router(nn.Cell):
         return self.argmax(probs), probs
 
     def aux_loss(self, onehot: Tensor, probs: Tensor, scale_experts: int) -> Tensor:
-        density = self.density(onehot.astype(ms.float32), 0)
-        balance = self.mean(self.product(density, self.proxy(probs, 0)), ())
+        """onehot, probs: [tokens, E] (one router), or [groups, tokens, E] (one loss per group)."""
+        axis = onehot.ndim - 2  # the token axis
+        density = self.density(onehot.astype(ms.float32), axis)
+        product = self.product(density, self.proxy(probs, axis))
+        balance = self.mean(product, ()) if axis == 0 else self.mean(product, -1)
         return self.scale(balance, _const(float(scale_experts**2), scalar=True))
 
 
@@ -206,8 +264,9 @@ class RouteSlots(nn.Cell):
         self.one = _const(1, ms.int32)
 
     def construct(self, expert: Tensor, cap: int):
+        """expert: [tokens] (one group) or [groups, tokens] (groups counted separately)."""
         onehot = self.onehot(expert, self.num_experts, self.on_value, self.off_value)
-        slot = self.minus_one(self.count(self.mask(self.cumsum(onehot, 0), onehot), -1), self.one)
+        slot = self.minus_one(self.count(self.mask(self.cumsum(onehot, expert.ndim - 1), onehot), -1), self.one)
         return slot, self.below(slot, _const(cap, ms.int32)), onehot
 
 
@@ -234,6 +293,10 @@ class ExpertFFN(nn.Cell):
     that, the padding rows stay empty), the hidden width over model_parallel; the token tables of
     the two gathers split by rows over data_parallel (each rank looks up its rows, then a
     reduce-scatter), by columns over model_parallel.
+
+    Stand-alone, empty buffer rows and dropped tokens read an appended zero row; under a layout
+    (where a gathered table cannot be extended along its split rows) they read row 0 and are
+    zeroed by a 0/1 mask. The same numbers either way.
     """
 
     def __init__(self, num_experts: int, dim: int, hidden: int, dropout: float = 0.0,
@@ -241,6 +304,7 @@ class ExpertFFN(nn.Cell):
         super().__init__()
         self.num_experts = num_experts
         self.outer = spec.outer
+        self.zero_rows = not spec.on
         self.mapping = ExpertWeights(num_experts, dim, hidden)
         self.projection = ExpertWeights(num_experts, hidden, dim)
         self.dropout = nn.Dropout(p=dropout)
@@ -253,44 +317,82 @@ class ExpertFFN(nn.Cell):
         self.count = spec(ops.CumSum(), vec)
         self.keep_id = spec(ops.Mul(), vec, vec)
         self.inverse = spec(ops.UnsortedSegmentSum(), vec, vec)
-        self.minus_one = spec(ops.Sub(), vec, vec)
-        self.at_least = spec(ops.Maximum(), vec, vec)
-        self.filled = spec(ops.Greater(), vec, vec)
         self.dispatch = spec(ops.Gather(), (dp, cols), vec)
-        self.empty_rows = spec(ops.Mul(), (dp, cols), (dp, 1))
+        self.combine = spec(ops.Gather(), (dp, cols), vec)
+        # Broadcasting operands are tiled to full shape first: MindSpore's CPU kernel of a
+        # broadcasting Add/Mul keeps two 8-byte indices per output element for the graph's lifetime
+        # (1.2 GB of the tiny training graph), a same-shape one keeps none.
         self.fc1 = spec(ops.BatchMatMul(), (ep, o, 1), (ep, 1, mp))
-        self.bias1 = spec(ops.Add(), (ep, o, mp), (1, ep, 1, mp))
+        self.tile1 = spec(ops.Tile(), (1, ep, 1, mp))
+        self.bias1 = spec(ops.Add(), (1, ep, o, mp), (1, ep, o, mp))
         self.gelu = spec(ops.GeLU(), (1, ep, o, mp))
         spec(self.dropout.dropout, (1, ep, o, mp))
         self.fc2 = spec(ops.BatchMatMul(), (ep, o, mp), (ep, mp, 1))
-        self.bias2 = spec(ops.Add(), (ep, o, 1), (1, ep, 1, 1))
-        self.combine = spec(ops.Gather(), (dp, cols), vec)
-        self.dropped = spec(ops.Mul(), (dp, cols), (dp, 1))
+        self.tile2 = spec(ops.Tile(), (1, ep, 1, 1))
+        self.bias2 = spec(ops.Add(), (1, ep, o, 1), (1, ep, o, 1))
+        if self.zero_rows:
+            self.pad_tokens = ops.Concat(axis=0)
+            self.pad_out = ops.Concat(axis=0)
+            self.not_kept = ops.Sub()
+            self.spill = ops.Mul()
+            self.to_zero_row = ops.Add()
+            self.zero_row = Tensor(np.zeros((1, dim), np.float32))
+        else:
+            self.minus_one = spec(ops.Sub(), vec, vec)
+            self.at_least = spec(ops.Maximum(), vec, vec)
+            self.filled = spec(ops.Greater(), vec, vec)
+            self.row_mask = spec(ops.Tile(), (dp, 1))
+            self.empty_rows = spec(ops.Mul(), (dp, cols), (dp, cols))
+            self.kept_mask = spec(ops.Tile(), (dp, 1))
+            self.dropped = spec(ops.Mul(), (dp, cols), (dp, cols))
         self.one, self.zero = _const(1, ms.int32), _const(0, ms.int32)
 
     def weight_consumers(self):
         yield self.mapping.weight, self.fc1, 1
-        yield self.mapping.bias, self.bias1, 1
+        yield self.mapping.bias, self.tile1, 0
         yield self.projection.weight, self.fc2, 1
-        yield self.projection.bias, self.bias2, 1
+        yield self.projection.bias, self.tile2, 0
+
+    def _row_mask(self, tile, flags: Tensor, like: Tensor) -> Tensor:
+        """A 0/1 row mask [rows, C] from boolean flags [rows]."""
+        rows, c = like.shape
+        return tile(flags.astype(like.dtype).reshape(rows, 1), (1, c))
 
     def construct(self, tokens: Tensor, expert: Tensor, slot: Tensor, kept: Tensor, cap: int) -> Tensor:
-        e = self.num_experts
-        t, c = tokens.shape
         cap = -(-cap // self.outer) * self.outer  # padded so that the dp/ep ranks of an expert share it evenly
+        row = self.row_plus(self.row_of(expert, _const(cap, ms.int32)), slot)
+        return self.run(tokens, row, kept, cap, self.mapping.weight, self.mapping.bias, self.projection.weight,
+                        self.projection.bias)
+
+    def run(self, tokens: Tensor, row: Tensor, kept: Tensor, cap: int, w1: Tensor, b1: Tensor, w2: Tensor,
+            b2: Tensor) -> Tensor:
+        """Expert FFNs of the given weights (w1 [E, C, H], b1 [1, E, 1, H], w2, b2: this cell's own, or
+        several groups' stacked) on ``cap`` buffer rows each: token i of ``tokens`` [T, C] goes to
+        buffer row ``row[i]`` if ``kept[i]``. Returns [T, C], zero for dropped tokens."""
+        e = w1.shape[0]
+        c = tokens.shape[1]
         rows = e * cap
         keep = kept.astype(ms.int32)
-        # Buffer row of each kept token; a dropped token points at row 0 with weight 0, so it adds
-        # nothing there and reads nothing back.
-        row = self.keep_row(self.row_plus(self.row_of(expert, _const(cap, ms.int32)), slot), keep)
+        # A dropped token points at row 0 with id 0, so it adds nothing there.
+        row = self.keep_row(row, keep)
         # The token of each buffer row (1-based, 0: empty), by summing the ids into their rows.
         token = self.inverse(self.keep_id(self.count(self.ones(keep), 0), keep), row, rows)
-        buffer = self.dispatch(tokens, self.at_least(self.minus_one(token, self.one), self.zero), 0)
-        buffer = self.empty_rows(buffer, self.filled(token, self.zero).astype(buffer.dtype).reshape(rows, 1))
-        hidden = self.bias1(self.fc1(buffer.reshape(e, cap, c), self.mapping.weight), self.mapping.bias)
+        if self.zero_rows:  # row 0 of the padded table is zero: empty buffer rows read it
+            buffer = self.dispatch(self.pad_tokens((self.zero_row.astype(tokens.dtype), tokens)), token, 0)
+        else:
+            buffer = self.dispatch(tokens, self.at_least(self.minus_one(token, self.one), self.zero), 0)
+            buffer = self.empty_rows(buffer, self._row_mask(self.row_mask, self.filled(token, self.zero), buffer))
+        hidden = self.fc1(buffer.reshape(e, cap, c), w1).reshape(1, e, cap, -1)
+        hidden = self.bias1(hidden, self.tile1(b1, (1, 1, cap, 1)))
         hidden = self.dropout(self.gelu(hidden)).reshape(e, cap, -1)
-        out = self.bias2(self.fc2(hidden, self.projection.weight), self.projection.bias).reshape(rows, c)
-        return self.dropped(self.combine(out, row, 0), kept.astype(out.dtype).reshape(t, 1))
+        out = self.fc2(hidden, w2).reshape(1, e, cap, c)
+        out = self.bias2(out, self.tile2(b2, (1, 1, cap, 1))).reshape(rows, c)
+        if self.zero_rows:  # dropped assignments read the appended zero row
+            out = self.pad_out((out, self.zero_row.astype(out.dtype)))
+            row = self.to_zero_row(row, self.spill(self.not_kept(self.one, keep), _const(rows, ms.int32)))
+            return self.combine(out, row, 0)
+        gathered = self.combine(out, row, 0)
+        return self.dropped(gathered, self._row_mask(self.kept_mask, kept, gathered))
 
 
 class DenseWeights(nn.Cell):
@@ -313,11 +415,11 @@ class SharedFFN(nn.Cell):
         self.dropout = nn.Dropout(p=dropout)
         dp, mp = spec.dp, spec.mp
         self.fc1 = spec(ops.MatMul(), (dp, 1), (1, mp))
-        self.bias1 = spec(ops.Add(), (dp, mp), (mp,))
+        self.bias1 = spec(ops.BiasAdd(), (dp, mp), (mp,))  # not a broadcasting Add (see ExpertFFN)
         self.gelu = spec(ops.GeLU(), (dp, mp))
         spec(self.dropout.dropout, (dp, mp))
         self.fc2 = spec(ops.MatMul(), (dp, mp), (mp, 1))
-        self.bias2 = spec(ops.Add(), (dp, 1), (1,))
+        self.bias2 = spec(ops.BiasAdd(), (dp, 1), (1,))
 
     def weight_consumers(self):
         yield self.mapping.weight, self.fc1, 1
@@ -356,6 +458,23 @@ class ModalMoE(nn.Cell):
         self.aux_loss_weight = _const(arch.aux_loss_weight, scalar=True)
         self.add_cross = spec(ops.Add(), (spec.dp, 1), (spec.dp, 1))
         self.add_public = spec(ops.Add(), (spec.dp, 1), (spec.dp, 1))
+        # Stand-alone, the joint path runs the four specialised routers and expert groups as one
+        # (stacked weights, a [modalities, tokens] routing): the same numbers as one group at a
+        # time, with a third of the operators (graph size, compile memory and launches). Under a
+        # layout each group keeps its own operators, sharded as planned.
+        self.stand_alone = not spec.on
+        if self.stand_alone:
+            self.stack_routers = ops.Stack(axis=0)
+            self.router_matmul = ops.BatchMatMul(transpose_b=True)
+            self.router_softmax = ops.Softmax(axis=-1)
+            self.router_argmax = ops.Argmax(axis=-1, output_type=ms.int32)
+            self.stack_experts = ops.Concat(axis=0)  # [E, ...] weights -> [M * E, ...]
+            self.stack_biases = ops.Concat(axis=1)  # [1, E, 1, H] biases -> [1, M * E, 1, H]
+            self.tile_offsets = ops.Tile()
+            self.add_offsets = ops.Add()
+            self.row_of = ops.Mul()
+            self.row_plus = ops.Add()
+            self.expert_offsets = Tensor(np.arange(self.num_modalities, dtype=np.int32)[:, None] * arch.num_experts)
         # Routing records are for parity checks in PyNative mode; graph mode cannot keep them.
         self.record_routing = False
         self.last_routing: dict = {}
@@ -364,6 +483,8 @@ class ModalMoE(nn.Cell):
         """``images`` > 0: tokens are the whole batch-major joint batch of that many images per
         modality, whose routing order is modality-major (as stand-alone)."""
         expert, probs = router(tokens)
+        if self.stand_alone:  # (StopGradient takes no shard strategy)
+            expert = ops.stop_gradient(expert)  # integer routing: no gradient, and a smaller backward graph
         t = tokens.shape[0]
         cap = capacity(t, self.arch.capacity_factor, self.num_experts) if limit else t
         if images:
@@ -378,12 +499,45 @@ class ModalMoE(nn.Cell):
         aux = router.aux_loss(onehot, probs, self.arch.aux_loss_experts)
         return out, aux, {"expert": expert, "probs": probs, "kept": kept}
 
+    def _stacked_special(self, x: Tensor, routing: dict):
+        """The specialised experts of the joint path, stand-alone (modality-major rows): modality m's
+        tokens through its router and experts, capacity per modality, all modalities at once
+        (stacked router and expert weights, slots counted per modality).
+        Returns ([N * L, C] output, mean over modalities of the aux losses)."""
+        n, l, c = x.shape
+        mods, e = self.num_modalities, self.num_experts
+        tokens = x.reshape(mods, -1, c)
+        t = tokens.shape[1]
+        weights = self.stack_routers(tuple(router.dense.weight for router in self.special_router))
+        probs = self.router_softmax(self.router_matmul(tokens.astype(ms.float32), weights.astype(ms.float32)))
+        expert = ops.stop_gradient(self.router_argmax(probs))  # [M, T] (no gradient: integer routing)
+        cap = capacity(t, self.arch.capacity_factor, e)
+        slot, kept, onehot = self.slots(expert, cap)  # slots counted per modality
+        group = self.add_offsets(expert, self.tile_offsets(self.expert_offsets, (1, t)))  # expert m*E + e
+        row = self.row_plus(self.row_of(group, _const(cap, ms.int32)), slot).reshape(-1)
+        ffns = self.special_ffn
+        out = ffns[0].run(x.reshape(-1, c), row, kept.reshape(-1), cap,
+                          self.stack_experts(tuple(f.mapping.weight for f in ffns)),
+                          self.stack_biases(tuple(f.mapping.bias for f in ffns)),
+                          self.stack_experts(tuple(f.projection.weight for f in ffns)),
+                          self.stack_biases(tuple(f.projection.bias for f in ffns)))
+        aux = self.special_router[0].aux_loss(onehot, probs, self.arch.aux_loss_experts)  # [M]
+        if self.record_routing:
+            for m in range(mods):
+                routing[f"special{m}"] = {"expert": expert[m], "probs": probs[m], "kept": kept[m]}
+        return out, self.aux_mean(aux, ())
+
     def construct(self, x: Tensor, modality: int | None = None):
         """x: [N, L, C]. modality=None: joint path, N splits into equal modality chunks."""
         n, l, c = x.shape
         routing = {}
         reorder = 0
-        if modality is None:
+        if modality is None and self.stand_alone:
+            if n % self.num_modalities:
+                raise ValueError(f"joint MoE batch of {n} does not split into {self.num_modalities} modalities")
+            special, special_aux_mean = self._stacked_special(x, routing)
+            limit = True
+        elif modality is None:
             if n % self.num_modalities:
                 raise ValueError(f"joint MoE batch of {n} does not split into {self.num_modalities} modalities")
             chunk = n // self.num_modalities
@@ -441,6 +595,28 @@ class RelativePositionBias(nn.Cell):
         return self.to_heads(bias.reshape(n, n, -1), (2, 0, 1))  # [heads, N, N]
 
 
+class AttentionSoftmax(nn.Cell):
+    """Softmax over the last axis of [windows, heads, N, N] scores, with MindSpore's own gradient
+    ``(dy - sum(dy * y)) * y`` written out so that the row sums are tiled rather than broadcast
+    (see ExpertFFN: the broadcasting Sub kept 140 MB of indices in the tiny training graph)."""
+
+    def __init__(self, strategy: tuple, spec: ShardSpec = NO_SHARD):
+        super().__init__()
+        self.softmax = spec(ops.Softmax(axis=-1), strategy)
+        self.grad_product = spec(ops.Mul(), strategy, strategy)
+        self.row_sum = spec(ops.ReduceSum(keep_dims=True), strategy)
+        self.tile = spec(ops.Tile(), strategy)
+        self.centre = spec(ops.Sub(), strategy, strategy)
+        self.grad_scale = spec(ops.Mul(), strategy, strategy)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.softmax(x)
+
+    def bprop(self, x, out, dout):
+        rows = self.tile(self.row_sum(self.grad_product(dout, out), -1), (1,) * (out.ndim - 1) + (out.shape[-1],))
+        return (self.grad_scale(self.centre(dout, rows), out),)
+
+
 class WindowAttention(nn.Cell):
     """Swin-V1 scaled dot-product attention with separate q, k, v; heads over model_parallel
     where they divide (q/k/v split by output features, proj by input features)."""
@@ -461,33 +637,57 @@ class WindowAttention(nn.Cell):
         spec(self.proj.matmul, (dp, a), (1, a))  # ... and the inputs: one all-reduce
         spec(self.proj.bias_add, (dp, 1), (1,))
         heads = (dp, a, 1, 1)  # [windows, heads, N, head_dim]
+        # Several heads stand-alone: a row permutation (see RowPermutation); under a layout a
+        # Transpose, which splits the heads over model_parallel without gathering them first.
+        n = window * window
+        self.gather_heads = num_heads > 1 and not spec.on
+        if self.gather_heads:
+            self.to_heads = RowPermutation(head_order(n, num_heads), 3, spec)
+            self.from_heads = RowPermutation(np.argsort(head_order(n, num_heads)), 3, spec)
         self.split_heads = spec(ops.Transpose(), (dp, 1, a, 1))
         self.scale_q = spec(ops.Mul(), heads, (1,))
         self.scale_value = _const(self.scale)
-        self.k_t = spec(ops.Transpose(), heads)
-        self.qk = spec(ops.BatchMatMul(), heads, heads)
-        self.add_bias = spec(ops.Add(), heads, (1, a, 1, 1))
-        self.add_mask = spec(ops.Add(), (dp, 1, a, 1, 1), (1, 1, 1, 1, 1))
-        self.softmax = spec(ops.Softmax(axis=-1), heads)
+        # q @ k^T with k read transposed by the matmul (the same result to the bit, without a
+        # Transpose kernel: MindSpore's CPU Transpose keeps an 8-byte index per element for the
+        # graph's lifetime). Bias and mask are tiled to full shape before adding (see ExpertFFN).
+        self.qk = spec(ops.BatchMatMul(transpose_b=True), heads, heads)
+        self.tile_bias = spec(ops.Tile(), (1, a, 1, 1))
+        self.add_bias = spec(ops.Add(), heads, heads)
+        self.tile_mask = spec(ops.Tile(), (1, 1, 1, 1, 1))
+        self.add_mask = spec(ops.Add(), (dp, 1, a, 1, 1), (dp, 1, a, 1, 1))
+        self.softmax = AttentionSoftmax(heads, spec)
         self.av = spec(ops.BatchMatMul(), heads, heads)
         self.merge_heads = spec(ops.Transpose(), heads)
 
     def _heads(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
+        if self.num_heads == 1:  # [b, n, 1, c] -> [b, 1, n, c] moves nothing in memory
+            return x.reshape(b, 1, n, c)
+        d = c // self.num_heads
+        if self.gather_heads:
+            return self.to_heads(x.reshape(b, n * self.num_heads, d)).reshape(b, self.num_heads, n, d)
         return self.split_heads(x.reshape(b, n, self.num_heads, c // self.num_heads), (0, 2, 1, 3))
 
     def construct(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         q = self.scale_q(self._heads(self.q(x)), self.scale_value)
         k, v = self._heads(self.k(x)), self._heads(self.v(x))
-        attn = self.qk(q, self.k_t(k, (0, 1, 3, 2)))
-        attn = self.add_bias(attn, self.relative_position_bias().reshape(1, self.num_heads, n, n))
+        attn = self.qk(q, k)
+        bias = self.relative_position_bias().reshape(1, self.num_heads, n, n)
+        attn = self.add_bias(attn, self.tile_bias(bias, (b, 1, 1, 1)))
         if mask is not None:
             nw = mask.shape[0]
-            attn = self.add_mask(attn.reshape(b // nw, nw, self.num_heads, n, n), mask.reshape(1, nw, 1, n, n))
+            mask = self.tile_mask(mask.reshape(1, nw, 1, n, n), (b // nw, 1, self.num_heads, 1, 1))
+            attn = self.add_mask(attn.reshape(b // nw, nw, self.num_heads, n, n), mask)
             attn = attn.reshape(b, self.num_heads, n, n)
         attn = self.softmax(attn.astype(ms.float32)).astype(v.dtype)
-        out = self.merge_heads(self.av(attn, v), (0, 2, 1, 3)).reshape(b, n, c)
+        out = self.av(attn, v)
+        if self.num_heads == 1:
+            out = out.reshape(b, n, c)
+        elif self.gather_heads:
+            out = self.from_heads(out.reshape(b, self.num_heads * n, c // self.num_heads)).reshape(b, n, c)
+        else:
+            out = self.merge_heads(out, (0, 2, 1, 3)).reshape(b, n, c)
         return self.proj(out)
 
 
@@ -512,49 +712,26 @@ class RingMoEBlock(nn.Cell):
         spec.layer_norm(self.norm2, 3)
         self.add_attn = spec(ops.Add(), spec.batch(3), spec.batch(3))
         self.add_moe = spec(ops.Add(), spec.batch(3), spec.batch(3))
-        self.slice = spec(ops.StridedSlice(), spec.batch(4))  # the cyclic shift: slices of H and W
-        self.concat_h = spec(ops.Concat(axis=1), spec.batch(4), spec.batch(4))
-        self.concat_w = spec(ops.Concat(axis=2), spec.batch(4), spec.batch(4))
-        self.to_windows = spec(ops.Transpose(), spec.batch(6))
-        self.from_windows = spec(ops.Transpose(), spec.batch(6))
+        # Cyclic shift and window partition in one row permutation of the tokens (none where the
+        # map is one unshifted window), and its inverse after the attention.
+        self.windowed = self.shift > 0 or self.window < self.resolution
+        if self.windowed:
+            order = window_order(self.resolution, self.window, self.shift)
+            self.to_windows = RowPermutation(order, 3, spec)
+            self.from_windows = RowPermutation(np.argsort(order), 3, spec)
 
     def weight_consumers(self):
         if self.attn_mask is not None:
-            yield self.attn_mask, self.attn.add_mask, 1  # reshaped on the way: replicated
-
-    def roll_hw(self, x: Tensor, shift: int) -> Tensor:
-        """torch.roll(x, (shift, shift), dims=(1, 2)) for a [B, H, W, C] map, with slices and concat."""
-        if shift == 0:
-            return x
-        b, h, w, c = x.shape
-        sh, sw = (-shift) % h, (-shift) % w
-        one = (1, 1, 1, 1)
-        x = self.concat_h((self.slice(x, (0, sh, 0, 0), (b, h, w, c), one),
-                           self.slice(x, (0, 0, 0, 0), (b, sh, w, c), one)))
-        return self.concat_w((self.slice(x, (0, 0, sw, 0), (b, h, w, c), one),
-                              self.slice(x, (0, 0, 0, 0), (b, h, sw, c), one)))
-
-    def window_partition(self, x: Tensor) -> Tensor:
-        """[B, H, W, C] -> [B * num_windows, window * window, C], windows in row-major order."""
-        b, h, w, c = x.shape
-        win = self.window
-        x = x.reshape(b, h // win, win, w // win, win, c)
-        return self.to_windows(x, (0, 1, 3, 2, 4, 5)).reshape(-1, win * win, c)
-
-    def window_reverse(self, windows: Tensor, h: int, w: int) -> Tensor:
-        win = self.window
-        c = windows.shape[-1]
-        b = windows.shape[0] // ((h // win) * (w // win))
-        x = windows.reshape(b, h // win, w // win, win, win, c)
-        return self.from_windows(x, (0, 1, 3, 2, 4, 5)).reshape(b, h, w, c)
+            yield self.attn_mask, self.attn.tile_mask, 0  # reshaped on the way: replicated
 
     def construct(self, x: Tensor, modality: int | None = None):
         b, l, c = x.shape
-        h = w = self.resolution
-        shifted = self.roll_hw(x.reshape(b, h, w, c), -self.shift)
-        windows = self.window_partition(shifted)
-        attn = self.window_reverse(self.attn(windows, self.attn_mask), h, w)
-        attn = self.roll_hw(attn, self.shift).reshape(b, l, c)
+        n = self.window * self.window
+        if self.windowed:
+            attn = self.attn(self.to_windows(x).reshape(-1, n, c), self.attn_mask)
+            attn = self.from_windows(attn.reshape(b, l, c))
+        else:
+            attn = self.attn(x, self.attn_mask)
         x = self.add_attn(x, self.norm1(attn))
         moe_out, aux = self.mlp(x, modality)
         return self.add_moe(x, self.norm2(moe_out)), aux
@@ -568,17 +745,15 @@ class PatchMerging(nn.Cell):
         self.resolution = resolution
         self.reduction = nn.Dense(4 * dim, 2 * dim, has_bias=False, weight_init=TruncatedNormal(0.02))
         self.norm = nn.LayerNorm((2 * dim,), epsilon=MERGE_LN_EPS)
-        self.gather_2x2 = spec(ops.Transpose(), spec.batch(6))
+        self.gather_2x2 = RowPermutation(merge_order(resolution), 3, spec)
         spec(self.reduction.matmul, (spec.dp, 1), (1, 1))
         spec.layer_norm(self.norm, 3)
 
     def construct(self, x: Tensor) -> Tensor:
         b, l, c = x.shape
-        half = self.resolution // 2
-        # [B, i, a, j, b, C] holds x[2i+a, 2j+b]; ordering the 2x2 as (b, a) gives the original
-        # Swin order (2i,2j), (2i+1,2j), (2i,2j+1), (2i+1,2j+1). A reshape instead of strided
-        # slices, whose gradient kernel fails on MindSpore's CPU backend.
-        x = self.gather_2x2(x.reshape(b, half, 2, half, 2, c), (0, 1, 3, 4, 2, 5)).reshape(b, half * half, 4 * c)
+        # A row permutation rather than strided slices, whose gradient kernel fails on MindSpore's
+        # CPU backend (and rather than a Transpose, see RowPermutation).
+        x = self.gather_2x2(x).reshape(b, l // 4, 4 * c)
         return self.norm(self.reduction(x))
 
 
@@ -647,15 +822,17 @@ class RingMoEEncoder(nn.Cell):
         self.norm = nn.LayerNorm((arch.num_features,), epsilon=LN_EPS)
         spec.layer_norm(self.norm, 3)
         tokens = spec.batch(3)
+        self.tile_w = spec(ops.Tile(), tokens)  # full-shape operands (see ExpertFFN)
+        self.tile_token = spec(ops.Tile(), (1, 1, 1))
         self.unmasked = spec(ops.Sub(), (1,), tokens)
         self.keep_tokens = spec(ops.Mul(), tokens, tokens)
-        self.mask_tokens = spec(ops.Mul(), (1, 1, 1), tokens)
+        self.mask_tokens = spec(ops.Mul(), tokens, tokens)
         self.mix = spec(ops.Add(), tokens, tokens)
         self.one = _const(1.0)
         self.add_aux = spec(ops.Add(), (), ())
 
     def weight_consumers(self):
-        yield self.mask_token, self.mask_tokens, 0
+        yield self.mask_token, self.tile_token, 0
 
     def patch_embed(self, modality: int) -> PatchEmbed:
         return getattr(self, f"patch_embed{modality}")
@@ -664,8 +841,10 @@ class RingMoEEncoder(nn.Cell):
         """Patch tokens of one modality; masked tokens become ``x*(1-w) + mask_token*w``."""
         x = self.patch_embed(modality)(image)
         if mask is not None:
-            w = mask.reshape(mask.shape[0], -1, 1).astype(x.dtype)
-            x = self.mix(self.keep_tokens(x, self.unmasked(self.one, w)), self.mask_tokens(self.mask_token, w))
+            b, l, c = x.shape
+            w = self.tile_w(mask.reshape(b, l, 1).astype(x.dtype), (1, 1, c))
+            token = self.tile_token(self.mask_token, (b, l, 1))
+            x = self.mix(self.keep_tokens(x, self.unmasked(self.one, w)), self.mask_tokens(token, w))
         return x
 
     def forward_tokens(self, x: Tensor, modality: int | None = None):
@@ -716,6 +895,47 @@ def depth_to_space_dcr(x: Tensor, block: int) -> Tensor:
     return DepthToSpace(block)(x)
 
 
+class PixelDecoder(nn.Cell):
+    """A modality's SimMIM head: a 1x1 convolution from the last stage to block*block*C channels,
+    then DepthToSpace (DCR). Stored as the authors' Conv2d (weight [out, in, 1, 1], bias [out]).
+
+    The 1x1 convolution runs as a MatMul on the tokens (the same numbers): no token-to-map
+    transpose, and none of oneDNN's convolution buffers (64 MB for the 8-channel head). Its output
+    channels (i*block + j)*C + c are taken in (c, i, j) order (weight and bias rows gathered), so
+    that each output pixel row ends with its block of j and the DCR rearrangement is a row
+    permutation rather than a Transpose (see RowPermutation)."""
+
+    def __init__(self, dim: int, channels: int, block: int, side: int, spec: ShardSpec = NO_SHARD):
+        super().__init__()
+        self.block, self.channels = block, channels
+        self.weight = Parameter(trunc_normal((block * block * channels, dim, 1, 1)), name="weight")
+        # nn.Conv2d's default bias initialisation (which this head had as a Conv2d)
+        bias = initializer(Uniform(1 / math.sqrt(dim)), (block * block * channels,), ms.float32)
+        self.bias = Parameter(bias, name="bias")
+        self.side = side
+        by_channel = np.arange(block * block * channels).reshape(block, block, channels).transpose(2, 0, 1)
+        self.weight_rows = RowPermutation(by_channel.reshape(-1), 2, spec, axis=0)
+        self.bias_rows = RowPermutation(by_channel.reshape(-1), 1, spec, axis=0)
+        self.matmul = spec(ops.MatMul(transpose_b=True), (spec.dp, 1), (1, 1))
+        self.bias_add = spec(ops.BiasAdd(), (spec.dp, 1), (1,))
+        # rows [h, w, c, i] of `block` pixels j -> image rows [c, h, i, w]
+        rows = np.arange(side * side * channels * block).reshape(side, side, channels, block)
+        self.to_image = RowPermutation(rows.transpose(2, 0, 3, 1).reshape(-1), 3, spec)
+
+    def weight_consumers(self):
+        yield self.weight, self.weight_rows.gather, 0  # reshaped on the way: replicated
+        yield self.bias, self.bias_rows.gather, 0
+
+    def construct(self, tokens: Tensor) -> Tensor:
+        """tokens [B, side*side, dim] (row-major) -> image [B, C, side*block, side*block]."""
+        b, l, d = tokens.shape
+        side, block, c = self.side, self.block, self.channels
+        y = self.matmul(tokens.reshape(b * l, d), self.weight_rows(self.weight.reshape(-1, d)))
+        y = self.bias_add(y, self.bias_rows(self.bias)).reshape(b, l * c * block, block)
+        # out[b, c, block*h + i, block*w + j] = y[b, h, w, (c, i, j)]
+        return self.to_image(y).reshape(b, c, side * block, side * block)
+
+
 class RingMoESimMIM(nn.Cell):
     """SimMIM over four modalities: one batch of each, joined along the batch axis.
 
@@ -729,22 +949,17 @@ class RingMoESimMIM(nn.Cell):
         self.encoder = RingMoEEncoder(arch, dropout, parallel)
         self.stride = arch.patch_size * 2 ** (arch.num_stages - 1)
         for m in range(len(arch.modalities)):
-            decoder = nn.Conv2d(
-                arch.num_features, self.stride**2 * arch.reconstructed_channels(m), 1, has_bias=True,
-                weight_init=TruncatedNormal(0.02),
-            )
-            spec(decoder.conv2d, spec.batch(4), (1, 1, 1, 1))
-            spec(decoder.bias_add, spec.batch(4), (1,))
+            decoder = PixelDecoder(arch.num_features, arch.reconstructed_channels(m), self.stride,
+                                   arch.stage_resolution(arch.num_stages - 1), spec)
             setattr(self, f"decoder_{m}", decoder)
         num = len(arch.modalities)
-        image, scale = spec.batch(4), arch.patch_size
+        image = spec.batch(4)
         self.batch = ModalityBatch(num, spec)
-        self.to_map = spec(ops.Transpose(), spec.batch(3))
-        self.depth_to_space = DepthToSpace(self.stride, spec)
         self.with_targets = spec(ops.Concat(axis=1), image, image)
-        # A patch mask [B, h, w] to pixels: each patch value repeated scale x scale times.
-        self.upsample = spec(ops.Mul(), spec.batch(5), (1, 1, 1, 1, 1))
-        self.patch_ones = Tensor(np.ones((1, 1, scale, 1, scale), np.float32))
+        # A patch mask [B, h, w] to pixels: each patch value repeated scale x scale times, and over
+        # the channels for the product (tiles, not broadcasting products: see ExpertFFN).
+        self.upsample = spec(ops.Tile(), spec.batch(5))
+        self.over_channels = spec(ops.Tile(), image)
         self.diff = spec(ops.Sub(), image, image)
         self.abs = spec(ops.Abs(), image)
         self.masked = spec(ops.Mul(), image, image)
@@ -759,18 +974,16 @@ class RingMoESimMIM(nn.Cell):
         self.stack_losses = spec(ops.Concat(axis=0), *[(1,)] * num)
 
     def reconstruct(self, tokens: Tensor, modality: int) -> Tensor:
-        b, l, c = tokens.shape
-        side = int(math.isqrt(l))
-        z = self.to_map(tokens, (0, 2, 1)).reshape(b, c, side, side)
-        return self.depth_to_space(getattr(self, f"decoder_{modality}")(z))
+        return getattr(self, f"decoder_{modality}")(tokens)
 
     def masked_l1(self, img: Tensor, rec: Tensor, mask: Tensor) -> Tensor:
         """L1 on masked pixels, per masked pixel and channel."""
         b, h, w = mask.shape
         scale = self.arch.patch_size
-        pixel_mask = self.upsample(mask.astype(ms.float32).reshape(b, h, 1, w, 1), self.patch_ones)
+        pixel_mask = self.upsample(mask.astype(ms.float32).reshape(b, h, 1, w, 1), (1, 1, scale, 1, scale))
         pixel_mask = pixel_mask.reshape(b, 1, h * scale, w * scale)
-        l1 = self.total(self.masked(self.abs(self.diff(img, rec)), pixel_mask), ())
+        per_channel = self.over_channels(pixel_mask, (1, img.shape[1], 1, 1))
+        l1 = self.total(self.masked(self.abs(self.diff(img, rec)), per_channel), ())
         l1 = self.per_pixel(l1, self.plus_eps(self.count(pixel_mask, ()), self.eps))
         return self.per_channel(l1, _const(float(img.shape[1]), scalar=True))
 
@@ -793,6 +1006,20 @@ class RingMoESimMIM(nn.Cell):
             losses.append(self.masked_l1(img, rec, mask).reshape(1))
         recon = _sum_scalars(self.add_loss, [loss.reshape(()) for loss in losses])
         return self.add_aux(recon, aux), self.stack_losses(tuple(losses)), aux
+
+
+def recompute_experts(net: RingMoESimMIM) -> int:
+    """Recompute each block's MoE layer in the backward pass (graph mode) instead of keeping its
+    activations: on tiny they are ~40% of a training step's memory, and recomputing them costs
+    one more MoE forward (~10% of the step). Blocks already recomputed whole (parallel.recompute)
+    are left alone: MindSpore takes one recompute setting per cell tree. Returns the number set."""
+    count = 0
+    for stage in net.encoder.layers:
+        for block in stage.blocks:
+            if block._recompute_cell is None and block.mlp._recompute_cell is None:
+                block.mlp.recompute()
+                count += 1
+    return count
 
 
 # ---- reading the strategies back -------------------------------------------------------------
