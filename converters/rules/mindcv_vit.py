@@ -64,7 +64,11 @@ def template_fields(groups: dict, arch: dict) -> dict:
     return {"ln_t": LN[groups["ln"]]} if groups.get("ln") else {}
 
 
-def model_config(arch: dict, num_classes: int | None) -> dict:
+def vit_classifier_config(arch: dict, num_classes: int | None, ln_eps: float, act_cfg: dict,
+                          **backbone: object) -> dict:
+    """mmpretrain ``ImageClassifier`` around a ``VisionTransformer`` with a class-token head; the
+    numerics that differ between sources (LayerNorm eps, GELU form) and any other backbone keys
+    are the caller's (mindcv here, DINO in zoo_dino.py)."""
     dim = arch["embed_dim"]
     return {
         "type": "ImageClassifier",
@@ -79,11 +83,12 @@ def model_config(arch: dict, num_classes: int | None) -> dict:
             "img_size": arch["img_size"],
             "patch_size": arch["patch_size"],
             "qkv_bias": True,
-            "norm_cfg": {"type": "LN", "eps": MINDSPORE_LN_EPS},
-            "layer_cfgs": {"act_cfg": {"type": "GELU", "approximate": "tanh"}},
+            "norm_cfg": {"type": "LN", "eps": ln_eps},
+            "layer_cfgs": {"act_cfg": act_cfg},
             "final_norm": True,
             "out_type": "cls_token",
             "with_cls_token": True,
+            **backbone,
         },
         "neck": None,
         "head": (
@@ -91,3 +96,7 @@ def model_config(arch: dict, num_classes: int | None) -> dict:
             if num_classes else None
         ),
     }
+
+
+def model_config(arch: dict, num_classes: int | None) -> dict:
+    return vit_classifier_config(arch, num_classes, MINDSPORE_LN_EPS, {"type": "GELU", "approximate": "tanh"})

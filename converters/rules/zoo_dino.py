@@ -36,6 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters.rules.mindcv_vit import LN, vit_classifier_config
+from converters.rules.mindcv_vit import template_fields  # noqa: F401  part of the rules interface: same LN renames
+
 FAMILY = "dino"
 
 # The ViTs DINO published (facebookresearch/dino hubconf: dino_vits16, dino_vits8, dino_vitb16,
@@ -63,7 +66,6 @@ LN_EPS = 1e-6  # every LayerNorm of DINO's ViT (partial(nn.LayerNorm, eps=1e-6))
 PRE = r"(?:teacher\.backbone\.)?"
 BLOCK = PRE + r"blocks\.(?P<i>\d+)"  # nn.CellList built in one go: names are not mangled
 T_BLOCK = "backbone.layers.{i}"
-LN = {"gamma": "weight", "beta": "bias"}
 _LN = r"(?P<ln>gamma|beta)"
 _P = r"(?P<p>weight|bias)"
 
@@ -101,38 +103,9 @@ NEW: list[tuple[str, str]] = []
 HEAD_KEY = "head.weight"
 
 
-def template_fields(groups: dict, arch: dict) -> dict:
-    return {"ln_t": LN[groups["ln"]]} if groups.get("ln") else {}
-
-
 def model_config(arch: dict, num_classes: int | None) -> dict:
     """mmpretrain config of the target: DINO's ViT numerics spelled out (see the module doc)."""
-    dim = arch["embed_dim"]
-    return {
-        "type": "ImageClassifier",
-        "backbone": {
-            "type": "VisionTransformer",
-            "arch": {
-                "embed_dims": dim,
-                "num_layers": arch["depth"],
-                "num_heads": arch["num_heads"],
-                "feedforward_channels": int(dim * arch.get("mlp_ratio", 4.0)),
-            },
-            "img_size": arch["img_size"],
-            "patch_size": arch["patch_size"],
-            "qkv_bias": True,
-            "norm_cfg": {"type": "LN", "eps": LN_EPS},
-            "layer_cfgs": {"act_cfg": {"type": "GELU"}},  # torch.nn.GELU(): exact erf form
-            "final_norm": True,
-            "out_type": "cls_token",
-            "with_cls_token": True,
-            "interpolate_mode": "bicubic",
-            "layer_scale_init_value": 0.0,
-            "pre_norm": False,
-        },
-        "neck": None,
-        "head": (
-            {"type": "LinearClsHead", "num_classes": num_classes, "in_channels": dim}
-            if num_classes else None
-        ),
-    }
+    return vit_classifier_config(
+        arch, num_classes, LN_EPS,
+        {"type": "GELU"},  # torch.nn.GELU(): exact erf form
+        interpolate_mode="bicubic", layer_scale_init_value=0.0, pre_norm=False)
