@@ -4,9 +4,9 @@ Why: a conversion must hash its source (the meta records it) and copy most of it
 twice, or read through the page cache, the file costs either a second pass over the disk or
 about as much kernel time as the copy itself (filling and reclaiming cache pages, on a
 2-core machine as much CPU as the hash). So the file is read once, in large ``O_DIRECT``
-chunks into a bounded pool of aligned buffers, from the moment the CLI starts (before torch is
-imported); a hashing thread digests every chunk, and the converter copies tensor bytes out of
-the same buffers.
+chunks (``READERS`` of them in flight) into a bounded pool of aligned buffers, from the moment
+the CLI starts (before torch is imported); a hashing thread digests every chunk in file order,
+and the converter copies tensor bytes out of the same buffers.
 
 Memory stays bounded: at most ``depth`` chunks are held. A chunk is freed once it is hashed and
 the converter has promised (:meth:`SequentialReader.release_before`) not to need it; until the
@@ -28,24 +28,30 @@ from pathlib import Path
 
 CHUNK = 16 << 20  # a multiple of any logical block size; large, so the hash takes the GIL rarely
 DEPTH = 24  # chunks held at most (384 MiB): what the disk reads in the converter's start-up time
+READERS = 2  # reads in flight: the disk starts the next while a finished one is published
 
 
 class SequentialReader:
     """Reads ``path`` once, front to back, for its sha256 and for positional reads of its bytes."""
 
-    def __init__(self, path: str | Path, keep: bool = True, chunk: int | None = None, depth: int | None = None):
+    def __init__(self, path: str | Path, keep: bool = True, chunk: int | None = None, depth: int | None = None,
+                 readers: int | None = None):
         """``keep``: hold chunks for a consumer until it releases them (else free them once hashed).
-        ``chunk`` (a multiple of the page size) and ``depth`` default to the module's CHUNK and DEPTH."""
+        ``chunk`` (a multiple of the page size), ``depth`` and ``readers`` (reading threads) default
+        to the module's CHUNK, DEPTH and READERS."""
         self.path = str(path)
         self._chunk, self._depth = chunk or CHUNK, depth or DEPTH
+        readers = readers or READERS
         chunk = self._chunk
         self._plain = os.open(self.path, os.O_RDONLY)
         self.size = os.fstat(self._plain).st_size
         self._count = -(-self.size // chunk)
         self._direct = self._open_direct()
+        self._direct_ok = True  # cleared when the file system refuses an O_DIRECT read
         self._buffers: dict[int, tuple[mmap.mmap, int]] = {}  # chunk index -> (buffer, bytes read)
         self._free: list[mmap.mmap] = []
         self._read_upto = 0  # chunks [0, _read_upto) have been read
+        self._next_read = 0  # the next chunk a reading thread claims
         self._hashed_upto = 0
         self._released_upto = 0  # chunks below were freed (or never held)
         self._promised = 0 if keep else self.size  # the consumer needs no byte below this offset
@@ -55,8 +61,9 @@ class SequentialReader:
         self._consumers = 0
         self._digest = hashlib.sha256()
         self._changed = threading.Condition()
-        self._threads = [threading.Thread(target=self._guard(self._read_all), daemon=True, name="seqread"),
-                         threading.Thread(target=self._guard(self._hash_all), daemon=True, name="seqread-sha256")]
+        self._threads = [threading.Thread(target=self._guard(self._read_all), daemon=True, name=f"seqread-{i}")
+                         for i in range(readers)]
+        self._threads.append(threading.Thread(target=self._guard(self._hash_all), daemon=True, name="seqread-sha256"))
         for thread in self._threads:
             thread.start()
 
@@ -79,31 +86,36 @@ class SequentialReader:
         return run
 
     def _read_all(self) -> None:
-        for index in range(self._count):
+        """One of READERS threads: claim the next chunk, read it, publish it. Several reads in
+        flight keep the disk busy between one read's completion and the next one's start."""
+        while True:
             with self._changed:
-                while not self._closed and index >= self._released_upto + self._depth:
+                while (not self._closed and self._error is None and self._next_read < self._count
+                       and self._next_read >= self._released_upto + self._depth):
                     self._changed.wait()
-                if self._closed:
+                if self._closed or self._error is not None or self._next_read >= self._count:
                     return
+                index = self._next_read
+                self._next_read += 1
                 buffer = self._free.pop() if self._free else mmap.mmap(-1, self._chunk)  # page-aligned
             got = self._read_chunk(buffer, index * self._chunk)
             with self._changed:
                 self._buffers[index] = (buffer, got)
-                self._read_upto = index + 1
+                while self._read_upto in self._buffers:
+                    self._read_upto += 1
                 self._changed.notify_all()
             if got < self._chunk and index < self._count - 1:
                 raise OSError(f"{self.path}: file ended at byte {index * self._chunk + got} while reading it")
 
     def _read_chunk(self, buffer: mmap.mmap, offset: int) -> int:
         want = min(self._chunk, self.size - offset)
-        try:
-            # O_DIRECT transfers whole blocks: ask for the full (aligned) buffer, the kernel stops at EOF.
-            got = os.preadv(self._direct, [buffer], offset)
-        except OSError:  # e.g. EINVAL on an odd file system: plain reads from here on
-            os.close(self._direct)
-            self._direct = os.dup(self._plain)
-            got = os.preadv(self._direct, [buffer], offset)
-        return min(got, want)
+        if self._direct_ok:
+            try:
+                # O_DIRECT transfers whole blocks: ask for the full (aligned) buffer, the kernel stops at EOF.
+                return min(os.preadv(self._direct, [buffer], offset), want)
+            except OSError:  # e.g. EINVAL on an odd file system: plain reads from here on (all threads)
+                self._direct_ok = False
+        return min(os.preadv(self._plain, [buffer], offset), want)
 
     def _hash_all(self) -> None:
         for index in range(self._count):
@@ -160,7 +172,7 @@ class SequentialReader:
             # Worth waiting for: a chunk not yet freed that the reader will reach, i.e. within the
             # pool's depth of the consumer's promise (the pool moves there as the hash catches up).
             # Anything else (freed, or far ahead: a record read while planning) is read directly.
-            while (self._error is None and index >= self._read_upto and self._released_upto <= index
+            while (self._error is None and index not in self._buffers and self._released_upto <= index
                    < max(self._released_upto, self._promised // self._chunk) + self._depth):
                 self._changed.wait()
             if self._error is not None:

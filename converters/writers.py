@@ -57,7 +57,7 @@ DEFAULT_SHARD_BYTES = 5 * 2**30
 _WRITE_BUFFER = 1 << 20
 _BLOCK = 4096  # O_DIRECT alignment: a multiple of every common logical block size
 _STAGE = 16 * 2**20
-_DEPTH = 3  # staging buffers: one being filled, up to two queued for the disk
+_WRITERS = 2  # writes in flight (threads); each holds a staging buffer
 _DIRECT_IO = os.environ.get("RINGMOE_DIRECT_IO", "1") != "0"  # 0: write through the page cache
 
 # torch dtype -> (safetensors dtype, bytes per element, torch storage class name for pickles)
@@ -204,11 +204,14 @@ class _SequentialFile:
     systems) the same code writes through the page cache. ``close()`` fsyncs. The file
     object interface (``write``, ``flush``) is what ``torch._C.PyTorchFileWriter`` needs.
 
-    A full buffer is handed to a writer thread and filling goes on in the next one, so the
-    disk always has a write in flight while the caller reads or copies (``_DEPTH`` buffers).
+    A full buffer is handed to one of ``_WRITERS`` threads and filling goes on in the next one,
+    so the disk always has writes in flight while the caller reads or copies. Each buffer has
+    its own offset, so the writes may finish in any order. With ``size`` (the bytes to follow
+    ``offset``, when known) the file's blocks are reserved first, which lets those writes run in
+    parallel and keeps the file contiguous.
     """
 
-    def __init__(self, path: Path, offset: int = 0, direct: bool | None = None):
+    def __init__(self, path: Path, offset: int = 0, direct: bool | None = None, size: int | None = None):
         import mmap
 
         import numpy as np
@@ -224,20 +227,40 @@ class _SequentialFile:
                 self.direct = True
         if self.fd < 0:
             self.fd = os.open(path, os.O_WRONLY)
-        self._stages = [mmap.mmap(-1, _STAGE) for _ in range(_DEPTH)]  # page-aligned, as O_DIRECT wants
+        if size:
+            self._preallocate(offset + size + (-size % _BLOCK))
+        depth = _WRITERS + 2  # staging buffers: one being filled, one queued, one per write in flight
+        self._stages = [mmap.mmap(-1, _STAGE) for _ in range(depth)]  # page-aligned, as O_DIRECT wants
         self._free: queue.Queue = queue.Queue()
-        for index in range(1, _DEPTH):
+        for index in range(1, depth):
             self._free.put(index)
         self._full: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
-        self._writer = threading.Thread(target=self._write_loop, daemon=True, name="writers-disk")
-        self._writer.start()
+        self._writers = [threading.Thread(target=self._write_loop, daemon=True, name=f"writers-disk-{i}")
+                         for i in range(_WRITERS)]
+        for writer in self._writers:
+            writer.start()
         self._current = 0
         self._array = np.frombuffer(self._stages[0], np.uint8)
         self._fill = 0
         self._start = offset
         self._offset = offset  # where the current staging buffer goes in the file
         self.written = 0
+
+    def _preallocate(self, length: int) -> None:
+        """Reserve the file's blocks up front when its final length is known.
+
+        Why: ext4 (and XFS) serialise direct writes that extend a file or fill holes on the
+        inode lock, so several writes in flight would queue behind each other; into allocated
+        (unwritten) blocks they proceed in parallel. Best effort: where fallocate is not
+        supported, the writes allocate as they go. (Not ``os.posix_fallocate``: glibc emulates
+        it there by writing every block, a second pass over the disk.)
+        """
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.fallocate(self.fd, 0, ctypes.c_int64(0), ctypes.c_int64(length))  # failure: allocate as we go
 
     def write(self, data) -> int:
         import numpy as np
@@ -322,10 +345,12 @@ class _SequentialFile:
             view.release()
 
     def _drain(self) -> None:
-        """Wait for the writer thread to finish everything queued, and stop it."""
-        if self._writer.is_alive():
+        """Wait for the writer threads to finish everything queued, and stop them."""
+        running = [writer for writer in self._writers if writer.is_alive()]
+        for _ in running:
             self._full.put(None)
-            self._writer.join()
+        for writer in running:
+            writer.join()
 
     def close(self) -> None:
         """Write the tail, fix the length, fsync and close."""
@@ -467,6 +492,10 @@ def _header(specs: dict[str, Spec], metadata: dict[str, str]) -> bytes:
     return len(text).to_bytes(8, "little") + text
 
 
+def _data_bytes(specs: dict[str, Spec]) -> int:
+    return sum(_nbytes(spec, name) for name, spec in specs.items())
+
+
 def _shards(specs: dict[str, Spec], max_shard_bytes: int) -> list[dict[str, Spec]]:
     """Cut the specs, in order, into consecutive groups of at most ``max_shard_bytes`` each.
 
@@ -552,14 +581,15 @@ def write_safetensors(tensors: Iterable[tuple[str, torch.Tensor]], specs: dict, 
     try:
         if len(groups) == 1:
             with _temp_path(out) as tmp:
-                reserve = 0
-                if not isinstance(meta, dict):
+                reserve, header = 0, b""
+                if isinstance(meta, dict):
+                    header = _header(specs, {"format": "pt", META_KEY: json.dumps(meta)})
+                else:
                     reserve = len(_header(specs, {"format": "pt", META_KEY: ""})) + _meta_reserve(len(specs))
                     reserve += -reserve % _BLOCK
-                f = _SequentialFile(tmp, reserve)
+                f = _SequentialFile(tmp, reserve, size=len(header) + _data_bytes(specs))
                 try:
-                    if isinstance(meta, dict):
-                        f.write(_header(specs, {"format": "pt", META_KEY: json.dumps(meta)}))
+                    f.write(header)
                     _stream_into(f, specs, stream, 0, len(names), names, specs)
                     _expect_end(stream, len(names))
                     f.close()
@@ -584,9 +614,10 @@ def _write_shards(stream, specs: dict[str, Spec], groups: list[dict[str, Spec]],
             filename = f"model-{i:05d}-of-{count:05d}.safetensors"
             path = tmp_dir / filename
             path.touch()
-            f = _SequentialFile(path)
+            header = _header(group, {"format": "pt"})
+            f = _SequentialFile(path, size=len(header) + _data_bytes(group))
             try:
-                f.write(_header(group, {"format": "pt"}))
+                f.write(header)
                 done = _stream_into(f, group, stream, done, len(names), names, specs)
                 f.close()
             finally:
@@ -594,8 +625,7 @@ def _write_shards(stream, specs: dict[str, Spec], groups: list[dict[str, Spec]],
             files.append(filename)
             weight_map.update(dict.fromkeys(group, filename))
         _expect_end(stream, len(names))
-        total = sum(_nbytes(s, n) for n, s in specs.items())
-        index = {"metadata": {"total_size": total, META_KEY: json.dumps(_resolve(meta))}, "weight_map": weight_map}
+        index = {"metadata": {"total_size": _data_bytes(specs), META_KEY: json.dumps(_resolve(meta))}, "weight_map": weight_map}
         with open(tmp_dir / INDEX_NAME, "w") as f:
             json.dump(index, f, indent=1)
             f.flush()

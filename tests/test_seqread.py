@@ -59,6 +59,32 @@ def test_in_order_reads_with_releases_come_from_the_pool_and_equal_the_file(tmp_
         reader.close()
 
 
+def test_several_reading_threads_finish_out_of_order_and_the_pass_stays_in_order(tmp_path, monkeypatch):
+    """Reads in flight complete in any order; the hash and the consumer still see the file."""
+    path, data = _blob(tmp_path, 30 * CHUNK + 5)
+    real_read = SequentialReader._read_chunk
+    finished = []
+
+    def slow_even_chunks(self, buffer, offset):
+        if (offset // CHUNK) % 2 == 0:
+            time.sleep(0.002)  # the next (odd) chunk's read overtakes this one
+        got = real_read(self, buffer, offset)
+        finished.append(offset // CHUNK)
+        return got
+
+    monkeypatch.setattr(SequentialReader, "_read_chunk", slow_even_chunks)  # before the threads start
+    reader = SequentialReader(path, chunk=CHUNK, depth=6, readers=3)
+    try:
+        for offset in range(0, len(data), 1500):
+            reader.release_before(offset)
+            assert _read(reader, offset, min(1000, len(data) - offset)) == data[offset:offset + 1000]
+        assert reader.sha256() == hashlib.sha256(data).hexdigest()
+    finally:
+        reader.close()
+    assert sorted(finished) == list(range(31))  # each chunk read once
+    assert finished != sorted(finished)  # and some did finish out of order
+
+
 def test_reads_out_of_order_or_outside_the_window_fall_back_and_stay_correct(tmp_path):
     path, data = _blob(tmp_path, 30 * CHUNK + 5)
     reader = SequentialReader(path, chunk=CHUNK, depth=3)

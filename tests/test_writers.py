@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -535,6 +536,39 @@ def test_a_disk_error_in_the_writer_thread_reaches_the_caller_and_leaves_nothing
         write_safetensors(iter(tensors.items()), specs_of(tensors), META, tmp_path / "m.safetensors")
     assert leftovers(tmp_path) == []
     assert threading.active_count() == before  # the writer thread was joined
+
+
+@pytest.mark.parametrize("reserved", ["exact", "more", "less", "none"])
+def test_writes_in_flight_finish_in_any_order_into_a_preallocated_file(tmp_path, monkeypatch, reserved):
+    """Several writer threads, the first write slowest: the file is still byte-exact, its length
+    true whether the blocks reserved up front were exact, too many, too few or none."""
+    from converters import writers
+
+    monkeypatch.setattr(writers, "_STAGE", 8192)
+    monkeypatch.setattr(writers, "_WRITERS", 3)
+    real_pwrite = os.pwrite
+    order = []
+
+    def first_write_slow(fd, data, offset):
+        if offset == 0:
+            time.sleep(0.05)
+        order.append(offset)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(writers.os, "pwrite", first_write_slow)
+    payload = np.random.default_rng(0).integers(0, 256, 5 * 8192 + 100, dtype=np.uint8).tobytes()
+    size = {"exact": len(payload), "more": 10 * len(payload), "less": 100, "none": None}[reserved]
+    path = tmp_path / "out.bin"
+    path.touch()
+    f = writers._SequentialFile(path, size=size)
+    try:
+        f.write(payload[:3000])
+        f.write(payload[3000:])
+        f.close()
+    finally:
+        f.abort()
+    assert path.read_bytes() == payload
+    assert order[0] != 0  # a later buffer landed first
 
 
 def test_plan_streams_identity_tensors_straight_from_the_file(tiny_ms_checkpoint):
