@@ -302,6 +302,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of measurements; the table shows the median wall time and the largest "
                              "peak RSS (default: %(default)s; disk speed on shared machines varies)")
+    parser.add_argument("--settle", type=float, default=10.0, metavar="SECONDS",
+                        help="pause after a sync before each measurement, so that the previous one's "
+                             "deleted output (its blocks discarded under the mount option discard, its "
+                             "metadata written back) does not slow the next (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -352,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(1, args.repeat + 1):
             for mode in modes:
                 print(f"round {round_}/{args.repeat}: {mode} ...", end=" ", flush=True)
+                os.sync()
+                time.sleep(args.settle)
                 result = measure(mode, src, outputs[mode], log)
                 runs[mode].append(result)
                 print(f"{result['wall_s']:.1f}s, CPU {result['cpu_s']:.1f}s, peak RSS "
