@@ -263,10 +263,26 @@ def main(argv: list[str] | None = None) -> int:
 def exit_now(code: int) -> None:
     """Leave without the interpreter's teardown: every output is written, fsynced and closed by
     now, and unloading torch takes about half a second that a conversion need not wait for."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # the reader went away (piped to head): nothing left to tell it
+            code = code or 1
     os._exit(code)
 
 
+def cli() -> int:
+    """``main`` as a command: a reader that closes our output early (``| head``) ends the
+    summary quietly, exit code 1 as Python advises, instead of a traceback. Whatever was written
+    by then is complete (every output is installed atomically before the summary)."""
+    try:
+        return main()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's own final flush cannot fail
+        os.dup2(devnull, sys.stderr.fileno())
+        return 1
+
+
 if __name__ == "__main__":
-    exit_now(main())
+    exit_now(cli())

@@ -147,6 +147,18 @@ def test_cli_converts_and_reports(tiny_ms_checkpoint, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.pth", "t.report.json"]
 
 
+def test_cli_piped_into_a_reader_that_leaves_early_ends_without_a_traceback(tiny_ms_checkpoint, tmp_path):
+    """``ms2torch ... | head -1``: the reader closes the pipe before the summary is written."""
+    out = tmp_path / "piped.pth"
+    proc = subprocess.Popen([sys.executable, str(REPO / "converters/ms2torch.py"), str(tiny_ms_checkpoint),
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert torch.load(out, weights_only=True)["meta"]["coverage"]["mapped"] > 0  # the conversion itself completed
+
+
 def test_cli_help_is_fast_and_explains():
     result = run_cli("--help")
     assert result.returncode == 0
