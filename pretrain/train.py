@@ -525,20 +525,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.count_params:
         print(f"{cfg['name']}: {count_params(arch)}")
         return 0
+    return run_in_work_dir(cfg, args, f"work_dirs/pretrain/{cfg['name']}", train, logger)
+
+
+def run_in_work_dir(cfg: dict, args: argparse.Namespace, default_work_dir: str, train_fn, log) -> int:
+    """What both trainers (RingMoE's and the seed zoo's) do once the config is loaded: apply
+    ``--device``, set up the work dir and its log, write the resolved config, train, and turn
+    bad input found while training into a one-line error with exit code 2."""
     if args.device:
         cfg["train"]["device"] = args.device
-    work_dir = Path(args.work_dir or cfg.get("work_dir") or f"work_dirs/pretrain/{cfg['name']}")
+    work_dir = Path(args.work_dir or cfg.get("work_dir") or default_work_dir)
     setup_logging(work_dir)
     from pretrain.checkpoint import write_text_atomic
 
     # the resolved config, written whole or not at all (every rank writes it: one temp file each)
     write_text_atomic(work_dir / "config.json", json.dumps(cfg, indent=1))
     try:
-        final = train(cfg, work_dir, args.resume)
+        final = train_fn(cfg, work_dir, args.resume)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
-    logger.info("done: %s", final)
+    log.info("done: %s", final)
     return 0
 
 

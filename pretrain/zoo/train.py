@@ -20,7 +20,6 @@ own names: convert it like the live weights).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -60,22 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
-    if args.device:
-        cfg["train"]["device"] = args.device
-    work_dir = Path(args.work_dir or cfg.get("work_dir") or f"work_dirs/pretrain/zoo/{cfg['name']}")
-    from pretrain.checkpoint import write_text_atomic
-    from pretrain.train import setup_logging
+    from pretrain.train import run_in_work_dir
     from pretrain.zoo.engine import logger, train
 
-    setup_logging(work_dir)
-    write_text_atomic(work_dir / "config.json", json.dumps(cfg, indent=1))
-    try:
-        final = train(cfg, work_dir, args.resume)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"train: error: {err}", file=sys.stderr)
-        return 2
-    logger.info("done: %s", final)
-    return 0
+    return run_in_work_dir(cfg, args, f"work_dirs/pretrain/zoo/{cfg['name']}", train, logger)
 
 
 if __name__ == "__main__":
