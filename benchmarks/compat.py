@@ -268,3 +268,19 @@ def _installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # a module blocked or half-imported counts as absent
         return False
+
+
+def register_in_frameworks(name: str, module: type, frameworks: tuple[str, ...]) -> list[str]:
+    """Register ``module`` as ``name`` in the MODELS registry of each installed framework of
+    ``frameworks`` (after the shims, which their imports need); return the frameworks' names.
+    Registering twice is harmless (``force=True``)."""
+    import importlib
+
+    done = []
+    for package in frameworks:
+        if not _installed(package):
+            continue
+        registry = importlib.import_module(f"{package}.registry")
+        registry.MODELS.register_module(name=name, module=module, force=True)
+        done.append(package)
+    return done

@@ -29,14 +29,7 @@ def _register_twins() -> None:
 
 def register_all() -> list[str]:
     """Register ``RingMoE`` in each installed framework's MODELS registry; return their names."""
-    done = []
-    for package in FRAMEWORKS:
-        if importlib.util.find_spec(package) is None:
-            continue
-        registry = importlib.import_module(f"{package}.registry")
-        registry.MODELS.register_module(name="RingMoE", module=RingMoE, force=True)
-        done.append(package)
-    return done
+    return compat.register_in_frameworks("RingMoE", RingMoE, FRAMEWORKS)
 
 
 compat.apply_mmengine()

@@ -29,15 +29,13 @@ mmdet (those installed), so configs can name it with
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks import compat  # noqa: F401  the torchvision shim must precede mmpretrain/mmdet/mmseg
+from benchmarks import compat  # the torchvision shim must precede mmpretrain/mmdet/mmseg
 from mmengine.model import BaseModule
 
 __all__ = ["DEPTHS", "ResNetV2BiT", "StdConv2d", "PreActBottleneck", "standardize"]
@@ -195,14 +193,7 @@ class ResNetV2BiT(BaseModule):
 
 def register_all() -> list[str]:
     """Register ``ResNetV2BiT`` in each installed framework's MODELS registry; return their names."""
-    done = []
-    for package in FRAMEWORKS:
-        if importlib.util.find_spec(package) is None:
-            continue
-        registry = importlib.import_module(f"{package}.registry")
-        registry.MODELS.register_module(name="ResNetV2BiT", module=ResNetV2BiT, force=True)
-        done.append(package)
-    return done
+    return compat.register_in_frameworks("ResNetV2BiT", ResNetV2BiT, FRAMEWORKS)
 
 
 REGISTERED = register_all()

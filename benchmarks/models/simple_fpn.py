@@ -27,8 +27,6 @@ mmdet (those installed): configs list ``'benchmarks.models.simple_fpn'`` in ``cu
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 from collections.abc import Sequence
 
@@ -36,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks import compat  # noqa: F401  the torchvision shim must precede mmseg/mmdet
+from benchmarks import compat  # the torchvision shim must precede mmseg/mmdet
 from mmengine.model import BaseModule
 
 __all__ = ["LayerNorm2d", "SimpleFeaturePyramid"]
@@ -126,14 +124,7 @@ class SimpleFeaturePyramid(BaseModule):
 
 def register_all() -> list[str]:
     """Register ``SimpleFeaturePyramid`` in each installed framework's MODELS registry."""
-    done = []
-    for package in FRAMEWORKS:
-        if importlib.util.find_spec(package) is None:
-            continue
-        registry = importlib.import_module(f"{package}.registry")
-        registry.MODELS.register_module(name="SimpleFeaturePyramid", module=SimpleFeaturePyramid, force=True)
-        done.append(package)
-    return done
+    return compat.register_in_frameworks("SimpleFeaturePyramid", SimpleFeaturePyramid, FRAMEWORKS)
 
 
 REGISTERED = register_all()
