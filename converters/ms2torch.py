@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = open_source(args.src, args.strategy)
         try:
-            checked = plan(source, args.arch, args.dtype)
+            # The twin check imports torch in a thread while the tensors stream (safetensors
+            # needs no torch); a failed check stops the writer before anything is installed.
+            checked = plan(source, args.arch, args.dtype, check_in_background=True)
             sizes = start_reduction_sizes(checked)
             outputs, meta = write_outputs(args, checked)
         finally:

@@ -2,8 +2,9 @@
 
 The HF-conversion-script shape: rename by table (``converters/rules/ringmoe.py``), check the
 result strictly against the twin built for all modalities on the meta device, and only then
-write. Every source tensor is mapped or dropped with a reason; every twin parameter is filled.
-Needs torch and numpy only.
+install the output (the check may run beside the writes to a temporary file). Every source
+tensor is mapped or dropped with a reason; every twin parameter is filled. Needs torch and numpy
+only, and the safetensors path needs torch only for that check and for bfloat16.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import os
 import shutil
 import sys
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +23,7 @@ import numpy as np
 from converters.ckpt_io import CheckpointError, read_tensor, scan_checkpoint
 from converters.rules import ringmoe as rules
 from converters.seqread import ReaderFile
-from converters.util import ConversionError, atomic_write, sha256_file, started_reader
+from converters.util import ConversionError, atomic_write, in_background, sha256_file, started_reader
 from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
 
 CONVERTER_VERSION = "0.2.0"  # 0.2: stacked expert weights [E, in, out]
@@ -239,11 +241,37 @@ def _transformed_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...
     return tuple(rules.TRANSFORMS[transform](probe).shape) if math.prod(shape) else tuple(shape)
 
 
+def _numpy_cast(array: np.ndarray, stored: str, target: str) -> np.ndarray | None:
+    """The array in the output dtype computed by numpy where numpy gives torch's bytes exactly,
+    else None: numpy has no bfloat16, and torch casts float64 to float16 through float32 (two
+    roundings) where numpy rounds once."""
+    if stored == "BFloat16":
+        return None  # the reader returns bf16 as raw 16-bit words
+    if array.dtype.kind != "f":
+        return array  # integers and booleans keep their dtype, as in the torch path
+    if array.dtype.name not in ("float32", "float16") or target not in ("float32", "float16"):
+        return None
+    with np.errstate(over="ignore"):  # beyond float16's range is inf, as in torch
+        return array.astype(target, copy=False)
+
+
+def _torch_cast(array: np.ndarray, stored: str, target: str) -> "torch.Tensor":
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if stored == "BFloat16":  # the reader returns bf16 as raw 16-bit words
+        tensor = tensor.view(torch.bfloat16)
+    return tensor.to(getattr(torch, target)) if tensor.is_floating_point() else tensor
+
+
 @dataclass
 class Plan:
-    """A checked conversion: every source tensor mapped or dropped, every target filled.
+    """A conversion whose every source tensor is mapped or dropped and every target filled.
 
-    Nothing but shapes and metadata has been read yet; ``tensors()`` streams the data.
+    Nothing but shapes and metadata has been read yet; ``tensors()`` streams the data. When
+    ``twin_check`` is a future, the check against the twin is still running (it imports torch,
+    a second and more, which the CLI spends writing instead): ``tensors()`` raises its error as
+    soon as it is known and ends only once it passed, so no writer finishes an unchecked file.
     """
 
     source: CheckpointFile
@@ -253,25 +281,37 @@ class Plan:
     dropped: dict
     pretrain_meta: dict | None
     dtype: str = "fp32"
+    twin_check: "Future[None] | None" = None
 
-    def tensors(self, on_disk: bool = False) -> Iterator[tuple[str, "torch.Tensor"]]:
+    def _raise_if_twin_check_failed(self) -> None:
+        check = self.twin_check
+        if check is not None and check.done() and check.exception() is not None:
+            raise check.exception()
+
+    def wait_for_twin_check(self) -> None:
+        """Return once the twin check passed; raise its ConversionError if it failed."""
+        if self.twin_check is not None:
+            self.twin_check.result()
+
+    def tensors(self, for_safetensors: bool = False) -> Iterator[tuple[str, "torch.Tensor"]]:
         """(target key, tensor) in the source's read order, one tensor in memory at a time.
 
-        With ``on_disk``, a tensor whose converted bytes equal its stored bytes (identity
-        transform, same dtype, a single-file source) comes as ``writers.FileSlices`` that say
-        where those bytes are, for a writer that copies them straight from the file.
+        With ``for_safetensors``, tensors come in the forms the safetensors writer takes, so that
+        the common case needs no torch: a tensor whose converted bytes equal its stored bytes
+        (identity transform, same dtype, a single-file source) as ``writers.FileSlices`` that say
+        where those bytes are, for a writer that copies them straight from the file; one that
+        numpy can transform and cast as a numpy array; the rest (bfloat16) as torch tensors.
         """
-        import torch
         from tqdm import tqdm
 
         from converters.writers import FileSlices
 
-        target_dtype = getattr(torch, DTYPES[self.dtype])
+        target_dtype = DTYPES[self.dtype]
         shapes = self.source.shapes()
         position = {name: i for i, name in enumerate(shapes)}
         source_dtypes = self.source.dtypes()
         items = sorted(self.mapped.items(), key=lambda kv: position[kv[0]])
-        slices = getattr(self.source, "slices", None) if on_disk else None
+        slices = getattr(self.source, "slices", None) if for_safetensors else None
         release_before = getattr(self.source, "release_before", lambda name: None)
         for source, (target, how) in tqdm(items, desc="converting", unit="tensor",
                                           disable=not sys.stderr.isatty()):
@@ -280,19 +320,20 @@ class Plan:
                 # writer reads FileSlices later, maybe while this generator runs ahead in a
                 # prefetch thread, so there the writer makes that promise as it reads them.)
                 release_before(source)
+            self._raise_if_twin_check_failed()
             stored = RAW_DTYPES.get(source_dtypes[source])
             if slices is not None and how == "identity" and stored is not None and (
-                    stored == DTYPES[self.dtype] or not stored.startswith(("float", "bfloat"))):
+                    stored == target_dtype or not stored.startswith(("float", "bfloat"))):
                 located = slices(source)
                 if located is not None:
                     yield target, FileSlices(located[0], tuple(located[1]), tuple(shapes[source]),
-                                             getattr(torch, stored), self.source.label, located[2])
+                                             stored, self.source.label, located[2])
                     continue
-            tensor = torch.from_numpy(np.ascontiguousarray(rules.TRANSFORMS[how](self.source.read(source))))
-            if source_dtypes[source] == "BFloat16":  # the reader returns bf16 as raw 16-bit words
-                tensor = tensor.view(torch.bfloat16)
-            yield target, tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+            array = np.ascontiguousarray(rules.TRANSFORMS[how](self.source.read(source)))
+            converted = _numpy_cast(array, source_dtypes[source], target_dtype) if for_safetensors else None
+            yield target, _torch_cast(array, source_dtypes[source], target_dtype) if converted is None else converted
         release_before(None)  # no more reads here (the writer may still copy the last slices: a plain read)
+        self.wait_for_twin_check()
 
     def report(self) -> dict:
         return {
@@ -301,6 +342,7 @@ class Plan:
         }
 
     def meta(self) -> dict:
+        self.wait_for_twin_check()
         pretrain = self.pretrain_meta or {}
         return {
             "format": FORMAT,
@@ -324,16 +366,29 @@ class Plan:
         }
 
 
-def plan(source: CheckpointFile, arch_name: str | None = None, dtype: str = "fp32") -> Plan:
-    """Map and check a source against the twin; raise ConversionError naming what is wrong."""
+def plan(source: CheckpointFile, arch_name: str | None = None, dtype: str = "fp32",
+         check_in_background: bool = False) -> Plan:
+    """Map and check a source against the twin; raise ConversionError naming what is wrong.
+
+    With ``check_in_background`` the check against the twin (which imports torch) runs in a
+    thread, and the returned plan raises its error from ``tensors()`` and ``meta()``.
+    """
     if dtype not in DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
     shapes = source.shapes()
     pretrain_meta = _read_pretrain_meta(source)
     arch, modalities = resolve_arch(shapes, pretrain_meta, arch_name)
     mapped, dropped = plan_mapping(shapes, [m["name"] for m in modalities])
-    check_coverage(mapped, shapes, build_twin_shapes(arch, modalities))
-    return Plan(source, arch, modalities, mapped, dropped, pretrain_meta, dtype)
+
+    def check_against_twin() -> None:
+        check_coverage(mapped, shapes, build_twin_shapes(arch, modalities))
+
+    twin_check = None
+    if check_in_background:
+        twin_check = in_background(check_against_twin, "twin-check")
+    else:
+        check_against_twin()
+    return Plan(source, arch, modalities, mapped, dropped, pretrain_meta, dtype, twin_check)
 
 
 def convert(src: str | Path, arch_name: str | None = None, dtype: str = "fp32",

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import torch
+import numpy as np
 
 from converters.util import ConversionError, in_background
 
@@ -60,32 +60,52 @@ _STAGE = 16 * 2**20
 _WRITERS = 2  # writes in flight (threads); each holds a staging buffer
 _DIRECT_IO = os.environ.get("RINGMOE_DIRECT_IO", "1") != "0"  # 0: write through the page cache
 
-# torch dtype -> (safetensors dtype, bytes per element, torch storage class name for pickles)
-_DTYPES: dict[torch.dtype, tuple[str, int, str]] = {
-    torch.float32: ("F32", 4, "FloatStorage"),
-    torch.float16: ("F16", 2, "HalfStorage"),
-    torch.bfloat16: ("BF16", 2, "BFloat16Storage"),
-    torch.float64: ("F64", 8, "DoubleStorage"),
-    torch.int64: ("I64", 8, "LongStorage"),
-    torch.int32: ("I32", 4, "IntStorage"),
-    torch.int16: ("I16", 2, "ShortStorage"),
-    torch.int8: ("I8", 1, "CharStorage"),
-    torch.uint8: ("U8", 1, "ByteStorage"),
-    torch.bool: ("BOOL", 1, "BoolStorage"),
+# dtype name (torch's and numpy's) -> (safetensors dtype, bytes per element, torch storage class
+# name for pickles). Keyed by name, not torch.dtype, so that the safetensors path needs no torch:
+# the converter starts writing while torch is still being imported for the twin check.
+_DTYPES: dict[str, tuple[str, int, str]] = {
+    "float32": ("F32", 4, "FloatStorage"),
+    "float16": ("F16", 2, "HalfStorage"),
+    "bfloat16": ("BF16", 2, "BFloat16Storage"),
+    "float64": ("F64", 8, "DoubleStorage"),
+    "int64": ("I64", 8, "LongStorage"),
+    "int32": ("I32", 4, "IntStorage"),
+    "int16": ("I16", 2, "ShortStorage"),
+    "int8": ("I8", 1, "CharStorage"),
+    "uint8": ("U8", 1, "ByteStorage"),
+    "bool": ("BOOL", 1, "BoolStorage"),
 }
 
-Spec = tuple[tuple[int, ...], torch.dtype]
+Spec = tuple[tuple[int, ...], str]  # (shape, dtype name)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _dtype_info(dtype: torch.dtype, name: str) -> tuple[str, int, str]:
+def _dtype_name(dtype) -> str:
+    """``"float32"`` for ``torch.float32``, ``numpy.float32`` or ``"float32"`` itself."""
+    if isinstance(dtype, str):
+        return dtype
+    text = str(dtype)
+    if text.startswith("torch."):
+        return text[len("torch."):]
     try:
-        return _DTYPES[dtype]
+        return np.dtype(dtype).name
+    except TypeError:
+        return text
+
+
+def _dtype_info(dtype, name: str) -> tuple[str, int, str]:
+    try:
+        return _DTYPES[_dtype_name(dtype)]
     except KeyError:
         raise ConversionError(f"{name}: dtype {dtype} is not supported by the writers "
-                              f"(supported: {', '.join(str(d) for d in _DTYPES)})") from None
+                              f"(supported: {', '.join(_DTYPES)})") from None
+
+
+def _is_torch_tensor(value) -> bool:
+    torch = sys.modules.get("torch")  # never imported here: a torch tensor means torch is loaded
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _nbytes(spec: Spec, name: str) -> int:
@@ -93,10 +113,15 @@ def _nbytes(spec: Spec, name: str) -> int:
     return math.prod(shape) * _dtype_info(dtype, name)[1]
 
 
-def _raw_bytes(tensor: torch.Tensor) -> memoryview:
-    """The tensor's bytes in C order without a copy when it is already contiguous on the CPU."""
+def _raw_bytes(tensor) -> memoryview:
+    """The bytes of a torch tensor or numpy array in C order, without a copy when it is
+    already contiguous (on the CPU)."""
     if sys.byteorder != "little":  # pragma: no cover - every supported machine is little-endian
         raise ConversionError("the writers produce little-endian files and need a little-endian machine")
+    if isinstance(tensor, np.ndarray):
+        return memoryview(np.ascontiguousarray(tensor).reshape(-1).view(np.uint8))
+    import torch
+
     tensor = tensor.detach()
     if tensor.device.type != "cpu":
         tensor = tensor.cpu()
@@ -110,10 +135,10 @@ def _check(name: str, tensor, expected_name: str | None, spec: Spec | None, posi
     if name != expected_name:
         raise ConversionError(f"tensor {position + 1} of {total} is {name!r}, expected {expected_name!r} "
                               "(tensors must arrive in the order of the specs)")
-    if not isinstance(tensor, (torch.Tensor, FileSlices)):
-        raise ConversionError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+    if not isinstance(tensor, (np.ndarray, FileSlices)) and not _is_torch_tensor(tensor):
+        raise ConversionError(f"{name}: expected a torch.Tensor, numpy array or FileSlices, got {type(tensor).__name__}")
     shape, dtype = spec
-    if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+    if tuple(tensor.shape) != tuple(shape) or _dtype_name(tensor.dtype) != dtype:
         raise ConversionError(f"{name}: got {tensor.dtype} {list(tensor.shape)}, "
                               f"but the header announced {dtype} {list(shape)}")
     if isinstance(tensor, FileSlices) and tensor.nbytes != _nbytes(spec, name):
@@ -170,7 +195,8 @@ def _temp_path(out: Path) -> Iterator[Path]:
 @dataclass(frozen=True)
 class FileSlices:
     """A tensor whose output bytes are already on disk, byte for byte: the concatenation of
-    ``pieces`` (``(offset, length)`` in file order) of the open file descriptor ``fd``.
+    ``pieces`` (``(offset, length)`` in file order) of the open file descriptor ``fd``; ``dtype``
+    is a dtype name (``"float32"``).
 
     A converter yields this instead of a ``torch.Tensor`` when a source tensor needs no
     transform and no dtype change; the safetensors writer then reads it straight into its
@@ -180,7 +206,7 @@ class FileSlices:
     fd: int
     pieces: tuple[tuple[int, int], ...]
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: str
     path: str
     reader: Any = None  # a converters.seqread.SequentialReader over the file: read from its pool
 
@@ -403,6 +429,8 @@ class _TensorRef:
         self.storage, self.shape = storage, shape
 
     def __reduce_ex__(self, protocol):
+        import torch
+
         stride, step = [], 1
         for size in reversed(self.shape):
             stride.append(step)
@@ -414,11 +442,13 @@ class _TensorRef:
 class _RefPickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, _StorageRef):
+            import torch
+
             return ("storage", getattr(torch, obj.storage_class), obj.key, "cpu", obj.numel)
         return None
 
 
-def write_pth(tensors: Iterable[tuple[str, torch.Tensor]], meta, out: str | Path, prefetch: bool = True) -> Path:
+def write_pth(tensors: Iterable[tuple[str, "torch.Tensor"]], meta, out: str | Path, prefetch: bool = True) -> Path:
     """Write the mmengine checkpoint ``{'state_dict': ..., 'meta': meta}`` to ``out``, streaming.
 
     The result is what ``torch.save`` writes (a zip archive with ``data.pkl`` and one record
@@ -427,6 +457,7 @@ def write_pth(tensors: Iterable[tuple[str, torch.Tensor]], meta, out: str | Path
     after the last tensor. ``prefetch`` as in :func:`write_safetensors`.
     """
     out = Path(out)
+    import torch
     from torch.serialization import get_crc32_options
 
     state: dict[str, _TensorRef] = {}
@@ -520,11 +551,11 @@ def _normalise_specs(specs: dict) -> dict[str, Spec]:
             shape, dtype = spec
             shape = tuple(int(d) for d in shape)
         except (TypeError, ValueError):
-            raise ConversionError(f"{name}: a spec is (shape, torch dtype), got {spec!r}") from None
-        if any(d < 0 for d in shape) or not isinstance(dtype, torch.dtype):
+            raise ConversionError(f"{name}: a spec is (shape, dtype), got {spec!r}") from None
+        if any(d < 0 for d in shape) or isinstance(dtype, (int, float, tuple, list, dict)):
             raise ConversionError(f"{name}: bad spec {spec!r}")
         _dtype_info(dtype, name)
-        out[name] = (shape, dtype)
+        out[name] = (shape, _dtype_name(dtype))
     if not out:
         raise ConversionError("nothing to write: the specs list no tensors")
     return out
@@ -549,12 +580,13 @@ def _stream_into(f, specs: dict[str, Spec], stream: Iterator, done: int, total: 
     return done
 
 
-def write_safetensors(tensors: Iterable[tuple[str, torch.Tensor]], specs: dict, meta, out: str | Path,
+def write_safetensors(tensors: Iterable[tuple[str, "torch.Tensor"]], specs: dict, meta, out: str | Path,
                       max_shard_bytes: int = DEFAULT_SHARD_BYTES, prefetch: bool = True) -> list[Path]:
     """Stream ``tensors`` into safetensors; return the written files.
 
-    ``specs`` maps each name to ``(shape, torch dtype)`` in the order the tensors will arrive;
-    every arriving tensor must match its spec. The header's ``__metadata__`` holds
+    ``specs`` maps each name to ``(shape, dtype)`` in the order the tensors will arrive (a torch
+    or numpy dtype, or its name); every arriving tensor must match its spec. A tensor is a
+    ``torch.Tensor``, a numpy array or :class:`FileSlices`; this writer never imports torch. The header's ``__metadata__`` holds
     ``{"format": "pt", "ringmoe_meta": json.dumps(meta)}``.
 
     ``meta`` is a dict, or something resolved after the last tensor (a zero-argument callable
@@ -763,7 +795,7 @@ def plan_specs(plan) -> dict[str, Spec]:
     """``(shape, dtype)`` of each target of a ``converters.ringmoe.Plan``, in ``Plan.tensors()`` order."""
     from converters import ringmoe
 
-    target_dtype = getattr(torch, ringmoe.DTYPES[plan.dtype])
+    target_dtype = ringmoe.DTYPES[plan.dtype]
     shapes = plan.source.shapes()
     source_dtypes = plan.source.dtypes()
     position = {name: i for i, name in enumerate(shapes)}
@@ -776,8 +808,8 @@ def plan_specs(plan) -> dict[str, Spec]:
     return specs
 
 
-_SOURCE_INTEGER_DTYPES = {"Int64": torch.int64, "Int32": torch.int32, "Int16": torch.int16,
-                          "Int8": torch.int8, "UInt8": torch.uint8, "Bool": torch.bool}
+_SOURCE_INTEGER_DTYPES = {"Int64": "int64", "Int32": "int32", "Int16": "int16", "Int8": "int8",
+                          "UInt8": "uint8", "Bool": "bool"}
 
 
 def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -792,7 +824,7 @@ def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes:
     specs = plan_specs(plan) if fmt == "safetensors" else None
     meta = in_background(plan.meta, "writers-meta")  # an error below does not wait for it
     if fmt == "safetensors":
-        files = write_safetensors(plan.tensors(on_disk=True), specs, meta, out, max_shard_bytes, prefetch)
+        files = write_safetensors(plan.tensors(for_safetensors=True), specs, meta, out, max_shard_bytes, prefetch)
     else:
         files = [write_pth(plan.tensors(), meta, out, prefetch)]
     return files, meta.result()
@@ -939,6 +971,8 @@ def read_safetensors_checkpoint(path: str | Path, device: str = "cpu") -> tuple[
 def load_from_safetensors(filename: str, map_location=None) -> dict:
     """mmengine loader for ``safetensors://PATH``: ``{'state_dict': ..., 'meta': ...}``."""
     path = os.path.expanduser(filename[len(SCHEME):] if filename.startswith(SCHEME) else filename)
+    import torch
+
     device = "cpu"
     if isinstance(map_location, (str, torch.device)) and str(map_location) != "cpu":
         device = str(map_location)

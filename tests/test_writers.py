@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from converters.writers import (
 )
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+REPO = Path(__file__).resolve().parents[1]
 META = {"format": "test", "nested": {"list": [1, 2.5, "x"], "none": None}, "report": {"a": "b"}}
 
 
@@ -254,7 +257,7 @@ def tiny_outputs(tiny_ms_checkpoint, tmp_path_factory):
                              ("pth", "pth", None)):
         source = open_source(tiny_ms_checkpoint)
         try:
-            checked = plan(source, "tiny")
+            checked = plan(source, "tiny", check_in_background=name == "single")  # as the CLI does
             target = root / ("tiny.pth" if fmt == "pth" else f"tiny-{name}.safetensors")
             files, _ = write_plan(checked, target, fmt, shard) if shard else write_plan(checked, target, fmt)
         finally:
@@ -578,16 +581,114 @@ def test_plan_streams_identity_tensors_straight_from_the_file(tiny_ms_checkpoint
     source = open_source(tiny_ms_checkpoint)
     try:
         kinds = {}
-        for dtype in ("fp32", "fp16"):
+        for dtype in ("fp32", "fp16", "bf16"):
             checked = plan(source, "tiny", dtype)
-            items = list(checked.tensors(on_disk=True))
+            items = list(checked.tensors(for_safetensors=True))
             kinds[dtype] = {type(value).__name__ for _, value in items}
             transforms = {checked.mapped[s][0]: checked.mapped[s][1] for s in checked.mapped}
             for target, value in items:  # transposed tensors must still come as converted arrays
                 if isinstance(value, FileSlices):
-                    assert transforms[target] == "identity" and value.dtype == torch.float32, target
-        assert kinds["fp32"] == {"FileSlices", "Tensor"}  # the rest (transposes) are converted in memory
-        assert kinds["fp16"] == {"Tensor"}  # a dtype change is never a byte copy
-        assert all(isinstance(v, torch.Tensor) for _, v in checked.tensors())  # default: in memory
+                    assert transforms[target] == "identity" and value.dtype == "float32", target
+        assert kinds["fp32"] == {"FileSlices", "ndarray"}  # the rest (transposes) are converted by numpy
+        assert kinds["fp16"] == {"ndarray"}  # a dtype change is never a byte copy
+        assert kinds["bf16"] == {"Tensor"}  # numpy has no bfloat16: torch casts
+        assert all(isinstance(v, torch.Tensor) for _, v in checked.tensors())  # default: torch tensors
+    finally:
+        source.close()
+
+
+def test_numpy_casts_give_torch_bytes():
+    """The safetensors path casts with numpy; torch's .to() must not have given other bytes."""
+    from converters.ringmoe import _numpy_cast
+
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 1e5, 6.1e-5, 5.96e-8, 2.98e-8, 1e-9,
+               np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1.00048828125, 1.0009765625 + 2**-12]
+    wide = rng.standard_normal(200_000) * np.exp(rng.uniform(-40, 25, 200_000))
+    for source, values in (("Float32", np.float32), ("Float16", np.float16)):
+        with np.errstate(over="ignore"):
+            array = np.concatenate([np.array(special), -np.array(special), wide]).astype(values)
+        for target in ("float32", "float16"):
+            got = _numpy_cast(array, source, target)
+            want = torch.from_numpy(array).to(getattr(torch, target)).numpy()
+            assert got.dtype == want.dtype, (source, target)
+            assert np.array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}")), (source, target)
+        assert _numpy_cast(array, source, "bfloat16") is None  # left to torch
+    # torch rounds float64 to float16 twice (through float32), numpy once: left to torch
+    assert _numpy_cast(np.array([-573.7499952047478]), "Float64", "float16") is None
+    assert _numpy_cast(np.arange(4, dtype=np.uint16), "BFloat16", "float32") is None  # raw bf16 words
+    integers = np.arange(4, dtype=np.int64)
+    assert _numpy_cast(integers, "Int64", "float16") is integers  # integers keep their dtype
+
+
+def test_writing_safetensors_needs_no_torch(tiny_ms_checkpoint, tiny_converted, tmp_path):
+    """The CLI writes while torch is still being imported for the twin check: the whole
+    safetensors path (plan, numpy transforms and casts, header, writes) must run without it."""
+    from benchmarks.models.loading import read_converted
+    from converters.ringmoe import build_twin_shapes, open_source, plan
+
+    source = open_source(tiny_ms_checkpoint)
+    try:
+        checked = plan(source, "tiny")
+        twin = {k: list(v) for k, v in build_twin_shapes(checked.arch, checked.modalities).items()}
+    finally:
+        source.close()
+    out = tmp_path / "free.safetensors"
+    code = f"""
+import json, sys
+sys.modules["torch"] = None  # any import of torch fails
+from converters import ringmoe
+from converters.writers import write_plan
+twin = {{k: tuple(v) for k, v in json.loads({json.dumps(json.dumps(twin))}).items()}}
+ringmoe.build_twin_shapes = lambda arch, modalities: twin
+source = ringmoe.open_source({str(tiny_ms_checkpoint)!r})
+write_plan(ringmoe.plan(source, "tiny", check_in_background=True), {str(out)!r})
+source.close()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    state_dict, meta = read_converted(out)
+    want_sd, want_meta = read_converted(tiny_converted)
+    assert meta == want_meta and list(state_dict) == list(want_sd)
+    assert all(torch.equal(state_dict[k], v) for k, v in want_sd.items())
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_a_failing_twin_check_in_the_background_stops_the_writer(tiny_ms_checkpoint, tmp_path, monkeypatch, fmt):
+    """The check against the twin runs beside the writes; when it fails, nothing is installed."""
+    from converters import ringmoe
+
+    real = ringmoe.build_twin_shapes
+
+    def twin_with_one_more_parameter(arch, modalities):
+        time.sleep(0.2)  # fail while tensors stream, not before
+        return {**real(arch, modalities), "head.weight": (10, 32)}
+
+    monkeypatch.setattr(ringmoe, "build_twin_shapes", twin_with_one_more_parameter)
+    source = ringmoe.open_source(tiny_ms_checkpoint)
+    try:
+        checked = ringmoe.plan(source, "tiny", check_in_background=True)
+        with pytest.raises(ConversionError, match="lacks 1 tensors the model needs.*head.weight"):
+            write_plan(checked, tmp_path / f"x.{fmt}", fmt)
+    finally:
+        source.close()
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_twin_check_stops_the_stream_at_the_next_tensor(tiny_ms_checkpoint):
+    from concurrent.futures import Future
+
+    from converters import ringmoe
+
+    failed: Future = Future()
+    failed.set_exception(ConversionError("checkpoint lacks 1 tensors the model needs"))
+    source = ringmoe.open_source(tiny_ms_checkpoint)
+    try:
+        checked = ringmoe.plan(source, "tiny")
+        checked.twin_check = failed
+        with pytest.raises(ConversionError, match="lacks"):
+            next(checked.tensors(for_safetensors=True))
+        with pytest.raises(ConversionError, match="lacks"):
+            checked.meta()
     finally:
         source.close()
