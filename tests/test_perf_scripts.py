@@ -1,4 +1,4 @@
-"""benchmarks/perf/step_perf.py and moe_perf.py: complete tables of finite numbers, and a torch
+"""benchmarks/perf/step_perf.py, moe_perf.py and convert_perf.py: complete tables of finite numbers, and a torch
 step that computes what MindSpore's does. No timing assertions (the numbers are machine-bound).
 
 The full-model GRAPH compile of tiny takes ~30 s on 2 cores, so the step script runs here in
@@ -119,3 +119,24 @@ def test_pipeline_script_reports_every_modality_and_the_zipped_step(tmp_path, ca
     for value in list(measured["per_modality_samples_per_s"].values()) + [measured["step_images_per_s"]]:
         assert math.isfinite(value) and value > 0
     assert "tiny" in capsys.readouterr().out
+
+
+def test_convert_perf_measures_every_path_and_cleans_up(tmp_path, capsys, monkeypatch):
+    """convert_perf.py end to end on tiny (cp, safetensors, pth), memory freed before each run."""
+    from benchmarks.perf import convert_perf
+
+    freed = []
+    real = convert_perf.touch_and_free
+    monkeypatch.setattr(convert_perf, "touch_and_free", lambda gib: (freed.append(gib), real(gib)))
+    workdir = tmp_path / "perf"
+    assert convert_perf.main(["--arch", "tiny", "--workdir", str(workdir), "--only", "cp", "safetensors", "pth",
+                              "--repeat", "1", "--settle", "0", "--free-memory", "0.05"]) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in printed.splitlines()
+            if line.split() and line.split()[0] in ("cp", "safetensors", "pth")}
+    assert set(rows) == {"cp", "safetensors", "pth"}, printed
+    assert all(float(row[1]) > 0 and math.isfinite(float(row[1])) for row in rows.values())  # wall s
+    assert "outputs agree (safetensors, pth: same" in printed
+    assert "safetensors throughput" in printed and "safetensors peak RSS" in printed
+    assert freed == [0.05] * 3
+    assert sorted(p.name for p in workdir.iterdir()) == ["convert_perf.log"]  # no --keep: inputs and outputs gone

@@ -229,6 +229,13 @@ def _meter(argv: list[str]) -> None:
                       "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
+def touch_and_free(gib: float) -> None:
+    """Write to every page of ``gib`` GiB in a child process, which then exits and frees them."""
+    if gib > 0:
+        code = f"import mmap; m = mmap.mmap(-1, {int(gib * 2**30)}); [m.write(bytes(2**24)) for _ in range(len(m) >> 24)]"
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def measure(mode: str, src: Path, out: Path, log: Path) -> dict:
     """Run one measurement in a fresh meter process (so RUSAGE_CHILDREN is this child's alone)."""
     me = str(Path(__file__).resolve())
@@ -302,6 +309,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of measurements; the table shows the median wall time and the largest "
                              "peak RSS (default: %(default)s; disk speed on shared machines varies)")
+    parser.add_argument("--free-memory", type=float, default=0.0, metavar="GIB",
+                        help="before each measurement, a process touches GIB of memory and exits. On a "
+                             "virtual machine whose host takes free memory back (free-page reporting), "
+                             "page-cache copies such as cp run at their fastest right after memory was "
+                             "freed: use this to compare against cp at its best (default: %(default)s)")
     parser.add_argument("--settle", type=float, default=10.0, metavar="SECONDS",
                         help="pause after a sync before each measurement, so that the previous one's "
                              "deleted output (its blocks discarded under the mount option discard, its "
@@ -358,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_}/{args.repeat}: {mode} ...", end=" ", flush=True)
                 os.sync()
                 time.sleep(args.settle)
+                touch_and_free(args.free_memory)
                 result = measure(mode, src, outputs[mode], log)
                 runs[mode].append(result)
                 print(f"{result['wall_s']:.1f}s, CPU {result['cpu_s']:.1f}s, peak RSS "
