@@ -86,13 +86,10 @@ def _dtype_name(dtype) -> str:
     """``"float32"`` for ``torch.float32``, ``numpy.float32`` or ``"float32"`` itself."""
     if isinstance(dtype, str):
         return dtype
-    text = str(dtype)
-    if text.startswith("torch."):
-        return text[len("torch."):]
-    try:
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
         return np.dtype(dtype).name
-    except TypeError:
-        return text
+    text = str(dtype)
+    return text[len("torch."):] if text.startswith("torch.") else text
 
 
 def _dtype_info(dtype, name: str) -> tuple[str, int, str]:
@@ -552,7 +549,7 @@ def _normalise_specs(specs: dict) -> dict[str, Spec]:
             shape = tuple(int(d) for d in shape)
         except (TypeError, ValueError):
             raise ConversionError(f"{name}: a spec is (shape, dtype), got {spec!r}") from None
-        if any(d < 0 for d in shape) or isinstance(dtype, (int, float, tuple, list, dict)):
+        if any(d < 0 for d in shape):
             raise ConversionError(f"{name}: bad spec {spec!r}")
         _dtype_info(dtype, name)
         out[name] = (shape, _dtype_name(dtype))

@@ -221,6 +221,8 @@ def test_spec_mismatch_is_an_error_and_writes_nothing(tmp_path, problem, message
 def test_bad_specs_and_unsupported_dtypes(tmp_path):
     with pytest.raises(ConversionError, match="not supported"):
         write_safetensors(iter([]), {"c": ((2,), torch.complex64)}, {}, tmp_path / "c.safetensors")
+    with pytest.raises(ConversionError, match="dtype None is not supported"):  # not numpy's default float64
+        write_safetensors(iter([]), {"c": ((2,), None)}, {}, tmp_path / "c.safetensors")
     with pytest.raises(ConversionError, match="spec"):
         write_safetensors(iter([]), {"c": "bad"}, {}, tmp_path / "c.safetensors")
     with pytest.raises(ConversionError, match="not supported"):
