@@ -32,7 +32,14 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # MindSpore dtypes stored as plain little-endian values -> the torch dtype of those same bytes
 RAW_DTYPES = {"Float32": "float32", "Float16": "float16", "BFloat16": "bfloat16", "Int64": "int64",
               "Int32": "int32", "Int16": "int16", "Int8": "int8", "UInt8": "uint8"}
+# Integers and booleans keep their dtype through a conversion; floats take --dtype.
+_KEPT_DTYPES = {k: v for k, v in RAW_DTYPES.items() if k.startswith(("Int", "UInt"))} | {"Bool": "bool"}
 META_KEY = "ringmoe_meta"
+
+
+def output_dtype(source_dtype: str, target: str) -> str:
+    """The dtype name a source tensor (MindSpore dtype name) converts to under the target dtype."""
+    return target if source_dtype.startswith(("Float", "BFloat")) else _KEPT_DTYPES.get(source_dtype, target)
 
 
 @dataclass

@@ -798,15 +798,9 @@ def plan_specs(plan) -> dict[str, Spec]:
     position = {name: i for i, name in enumerate(shapes)}
     specs: dict[str, Spec] = {}
     for source, (target, how) in sorted(plan.mapped.items(), key=lambda kv: position[kv[0]]):
-        dtype = target_dtype
-        if not source_dtypes[source].startswith(("Float", "BFloat")):
-            dtype = _SOURCE_INTEGER_DTYPES.get(source_dtypes[source], target_dtype)
-        specs[target] = (ringmoe._transformed_shape(tuple(shapes[source]), how), dtype)
+        specs[target] = (ringmoe._transformed_shape(tuple(shapes[source]), how),
+                         ringmoe.output_dtype(source_dtypes[source], target_dtype))
     return specs
-
-
-_SOURCE_INTEGER_DTYPES = {"Int64": "int64", "Int32": "int32", "Int16": "int16", "Int8": "int8",
-                          "UInt8": "uint8", "Bool": "bool"}
 
 
 def write_plan(plan, out: str | Path, fmt: str = "safetensors", max_shard_bytes: int = DEFAULT_SHARD_BYTES,
