@@ -172,13 +172,23 @@ def reduction_sizes(meta: dict) -> str:
     return f"backbone parameters for one modality ({modality}), by moe_reduction: {', '.join(sizes)}"
 
 
-def start_reduction_sizes(checked) -> Future:
-    """Count the reduced backbones in a background thread while the tensors stream (about a
-    second of model building that would otherwise follow the conversion)."""
-    from converters.util import in_background
+def start_reduction_sizes(checked, in_helper: bool) -> Future:
+    """Count the reduced backbones while the tensors stream (about a second of model building
+    that would otherwise follow the conversion), in the helper interpreter or in a thread."""
+    from converters import ms2torch  # by module name, so the job pickles the same when this file runs as __main__
+    from converters.util import in_background, in_subprocess
 
-    return in_background(lambda: reduction_sizes({"arch": checked.arch, "modalities": checked.modalities}),
-                         "reduction-sizes")
+    meta = {"arch": checked.arch, "modalities": checked.modalities}
+    if in_helper:
+        return in_subprocess(ms2torch.reduction_sizes, meta)
+    return in_background(lambda: reduction_sizes(meta), "reduction-sizes")
+
+
+def twin_checks_in_helper(args: argparse.Namespace) -> bool:
+    """Whether the twin checks run in the helper interpreter: when this process needs no torch
+    (a plain safetensors output). Where it imports torch anyway (a .pth, --verify,
+    --routing-stats), a second copy of torch would cost some 250 MiB and gain nothing."""
+    return not args.family and args.format == "safetensors" and not (args.verify or args.routing_stats)
 
 
 def parse_size(text: str) -> int:
@@ -220,10 +230,14 @@ class VerificationFailed(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from converters.util import ConversionError, start_sha256
+    from converters.util import ConversionError, import_modules, in_subprocess, start_sha256
 
     if os.path.isfile(args.src):
         start_sha256(args.src)  # read and hash the source while the heavy imports below run
+    in_helper = twin_checks_in_helper(args)
+    if in_helper and os.path.exists(args.src):
+        # Start the helper now, so that its torch import overlaps the scan of the source.
+        in_subprocess(import_modules, "torch", "benchmarks.models.ringmoe")
     from converters.ckpt_io import CheckpointError
     from converters.ringmoe import default_report_path, open_source, plan, write_report
 
@@ -233,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = open_source(args.src, args.strategy)
         try:
-            # The twin check imports torch in a thread while the tensors stream (safetensors
-            # needs no torch); a failed check stops the writer before anything is installed.
-            checked = plan(source, args.arch, args.dtype, check_in_background=True)
-            sizes = start_reduction_sizes(checked)
+            # The twin check imports torch (in the helper, or in a thread) while the tensors
+            # stream; a failed check stops the writer before anything is installed.
+            checked = plan(source, args.arch, args.dtype, check_in_background=True, check_in_helper=in_helper)
+            sizes = start_reduction_sizes(checked, in_helper)
             outputs, meta = write_outputs(args, checked)
         finally:
             source.close()

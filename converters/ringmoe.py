@@ -23,7 +23,7 @@ import numpy as np
 from converters.ckpt_io import CheckpointError, read_tensor, scan_checkpoint
 from converters.rules import ringmoe as rules
 from converters.seqread import ReaderFile
-from converters.util import ConversionError, atomic_write, in_background, sha256_file, started_reader
+from converters.util import ConversionError, atomic_write, in_background, in_subprocess, sha256_file, started_reader
 from pretrain.models.arch import DEFAULT_MODALITIES, RingMoEArch, get_arch
 
 CONVERTER_VERSION = "0.2.0"  # 0.2: stacked expert weights [E, in, out]
@@ -276,8 +276,8 @@ class Plan:
     """A conversion whose every source tensor is mapped or dropped and every target filled.
 
     Nothing but shapes and metadata has been read yet; ``tensors()`` streams the data. When
-    ``twin_check`` is a future, the check against the twin is still running (it imports torch,
-    a second and more, which the CLI spends writing instead): ``tensors()`` raises its error as
+    ``twin_check`` is a future, the check against the twin is still running (the twin is built,
+    and torch imported, in a thread or a helper interpreter while the CLI writes): ``tensors()`` raises its error as
     soon as it is known and ends only once it passed, so no writer finishes an unchecked file.
     """
 
@@ -374,11 +374,14 @@ class Plan:
 
 
 def plan(source: CheckpointFile, arch_name: str | None = None, dtype: str = "fp32",
-         check_in_background: bool = False) -> Plan:
+         check_in_background: bool = False, check_in_helper: bool = False) -> Plan:
     """Map and check a source against the twin; raise ConversionError naming what is wrong.
 
-    With ``check_in_background`` the check against the twin (which imports torch) runs in a
-    thread, and the returned plan raises its error from ``tensors()`` and ``meta()``.
+    With ``check_in_background`` the twin is built (and torch imported) in a thread and checked
+    against; the returned plan raises the check's error from ``tensors()`` and ``meta()``. With
+    ``check_in_helper`` too, the twin is built in the helper interpreter instead
+    (``converters.util.in_subprocess``): for a writer that needs no torch, so that this process
+    never loads it and its threads keep the GIL to themselves.
     """
     if dtype not in DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
@@ -387,14 +390,15 @@ def plan(source: CheckpointFile, arch_name: str | None = None, dtype: str = "fp3
     arch, modalities = resolve_arch(shapes, pretrain_meta, arch_name)
     mapped, dropped = plan_mapping(shapes, [m["name"] for m in modalities])
 
-    def check_against_twin() -> None:
-        check_coverage(mapped, shapes, build_twin_shapes(arch, modalities))
-
     twin_check = None
     if check_in_background:
-        twin_check = in_background(check_against_twin, "twin-check")
+        if check_in_helper:
+            twin_shapes = in_subprocess(build_twin_shapes, arch, modalities).result  # torch loads there
+        else:
+            twin_shapes = lambda: build_twin_shapes(arch, modalities)  # noqa: E731
+        twin_check = in_background(lambda: check_coverage(mapped, shapes, twin_shapes()), "twin-check")
     else:
-        check_against_twin()
+        check_coverage(mapped, shapes, build_twin_shapes(arch, modalities))
     return Plan(source, arch, modalities, mapped, dropped, pretrain_meta, dtype, twin_check)
 
 

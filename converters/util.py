@@ -12,7 +12,6 @@ from typing import IO, Callable, Iterator, TypeVar
 T = TypeVar("T")
 
 
-
 class ConversionError(Exception):
     """A one-line, user-facing reason why a conversion cannot go on."""
 
@@ -80,6 +79,157 @@ def in_background(fn: Callable[[], T], name: str) -> "Future[T]":
 
     threading.Thread(target=run, daemon=True, name=name).start()
     return future
+
+
+class _Helper:
+    """A second Python interpreter that runs jobs, one after the other, for this process.
+
+    Its own child process on pipes rather than ``multiprocessing``: a spawned ``multiprocessing``
+    worker first re-runs the parent's ``__main__``, and a user's script that calls the converter
+    without an ``if __name__ == "__main__"`` guard would convert twice. A job is a pickled
+    ``(fn, args)`` (``fn`` pickles by reference: a module-level function); the reply is the
+    pickled result or exception. The helper lives as long as this process (idle between jobs,
+    torch loaded) and leaves when it exits, even in the middle of a job.
+    """
+
+    def __init__(self) -> None:
+        import pickle
+        import subprocess
+        import sys
+
+        boot = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+                "from converters.util import serve_jobs; serve_jobs()")
+        self._process = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE)
+        self._lock = threading.Lock()
+        self._waiting: list[Future] = []  # jobs sent, in order: replies come in the same order
+        pickle.dump(list(sys.path), self._process.stdin)
+        self._process.stdin.flush()
+        threading.Thread(target=self._receive, daemon=True, name="helper-replies").start()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def submit(self, fn: Callable[..., T], args: tuple) -> "Future[T]":
+        import pickle
+
+        job = pickle.dumps((fn, args))  # an unpicklable job fails here, in the caller
+        future: Future = Future()
+        with self._lock:
+            self._waiting.append(future)
+            self._process.stdin.write(job)
+            self._process.stdin.flush()
+        return future
+
+    def _receive(self) -> None:
+        import pickle
+
+        while True:
+            try:
+                ok, value = pickle.load(self._process.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                break
+            with self._lock:
+                future = self._waiting.pop(0)
+            (future.set_result if ok else future.set_exception)(value)
+        with self._lock:  # the helper died: what it owed fails with _HelperGone
+            owed, self._waiting = self._waiting, []
+        for future in owed:
+            future.set_exception(_HelperGone(f"the helper interpreter exited ({self._process.wait()})"))
+
+
+class _HelperGone(Exception):
+    """The helper interpreter exited before replying."""
+
+
+def serve_jobs() -> None:
+    """The helper's loop: run each pickled job from stdin, reply on stdout, until stdin closes
+    or the parent is gone."""
+    import pickle
+    import sys
+
+    jobs = sys.stdin.buffer
+    sys.stdout.flush()
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever a job prints (Python or C) goes to stderr, not into the replies
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    while True:
+        try:
+            fn, args = pickle.load(jobs)
+        except EOFError:
+            return
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            reply = (False, exc)
+        try:
+            data = pickle.dumps(reply)
+        except Exception:  # an exception (or result) that does not pickle: say what it was
+            data = pickle.dumps((False, RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+        try:
+            replies.write(data)
+            replies.flush()
+        except OSError:  # the parent closed its end: nobody is waiting
+            return
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop the helper (even mid-job: a torch import) once the process it works for has exited."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.1)
+    os._exit(0)
+
+
+_helper: _Helper | None = None
+
+
+def in_subprocess(fn: Callable[..., T], *args) -> "Future[T]":
+    """Run the module-level ``fn(*args)`` in this process's helper interpreter; the future's
+    ``result()`` returns or raises as ``fn`` did.
+
+    Why: the converter's checks import torch and build models on the meta device, a second and
+    more of pure-Python work. In a thread it holds the GIL against the threads that read, hash
+    and write; on a 2-core machine it then took as long as the whole copy and finished after
+    it (benchmarks/perf/convert_perf.py). A second interpreter has its own GIL. Jobs run one
+    after the other in one helper, so torch is imported there once. Where no helper can be
+    started, or it dies, the job runs in a thread of this process instead.
+    """
+    global _helper
+    try:
+        if _helper is None or not _helper.alive():
+            _helper = _Helper()
+        job = _helper.submit(fn, args)
+    except OSError:  # no process to be had, or its pipe is closed
+        return in_background(lambda: fn(*args), getattr(fn, "__name__", "helper"))
+    result: Future = Future()
+
+    def settle(done: Future) -> None:
+        if isinstance(done.exception(), _HelperGone):
+            retry = in_background(lambda: fn(*args), getattr(fn, "__name__", "helper"))
+            retry.add_done_callback(lambda again: _copy_outcome(again, result))
+        else:
+            _copy_outcome(done, result)
+
+    job.add_done_callback(settle)
+    return result
+
+
+def _copy_outcome(source: Future, target: Future) -> None:
+    error = source.exception()
+    if error is None:
+        target.set_result(source.result())
+    else:
+        target.set_exception(error)
+
+
+def import_modules(*names: str) -> None:
+    """Import ``names`` (a job for :func:`in_subprocess`: the helper starts its imports early)."""
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
 
 
 def start_sha256(path: str | Path) -> None:

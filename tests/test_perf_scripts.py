@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -138,5 +139,30 @@ def test_convert_perf_measures_every_path_and_cleans_up(tmp_path, capsys, monkey
     assert all(float(row[1]) > 0 and math.isfinite(float(row[1])) for row in rows.values())  # wall s
     assert "outputs agree (safetensors, pth: same" in printed
     assert "safetensors throughput" in printed and "safetensors peak RSS" in printed
+    assert "median of the rounds' ratios" in printed
     assert freed == [0.05] * 3
     assert sorted(p.name for p in workdir.iterdir()) == ["convert_perf.log"]  # no --keep: inputs and outputs gone
+
+
+def test_convert_perf_counts_the_memory_of_the_whole_process_tree():
+    """The converter's helper interpreter is a child process: its memory counts in the peak."""
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.perf.convert_perf import MiB, tree_rss
+
+    hold = "b = b'x' * (150 << 20); import time; time.sleep(30)"  # 150 MiB, every page touched
+    code = f"import subprocess, sys; b = b'x' * (150 << 20); subprocess.run([sys.executable, '-c', {hold!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline, seen = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and seen < 300 * MiB:
+            seen = max(seen, tree_rss(parent.pid))
+            time.sleep(0.05)
+        assert seen >= 300 * MiB, f"saw {seen / MiB:.0f} MiB for two processes of 150 MiB each"
+    finally:
+        for pid in map(int, open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split()):
+            os.kill(pid, 9)
+        parent.kill()
+        parent.wait()

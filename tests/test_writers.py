@@ -624,41 +624,32 @@ def test_numpy_casts_give_torch_bytes():
 
 
 def test_writing_safetensors_needs_no_torch(tiny_ms_checkpoint, tiny_converted, tmp_path):
-    """The CLI writes while torch is still being imported for the twin check: the whole
-    safetensors path (plan, numpy transforms and casts, header, writes) must run without it."""
+    """The CLI's process never imports torch for a safetensors output: plan, numpy transforms and
+    casts, header, writes and report run without it; the twin checks run in the helper."""
     from benchmarks.models.loading import read_converted
-    from converters.ringmoe import build_twin_shapes, open_source, plan
 
-    source = open_source(tiny_ms_checkpoint)
-    try:
-        checked = plan(source, "tiny")
-        twin = {k: list(v) for k, v in build_twin_shapes(checked.arch, checked.modalities).items()}
-    finally:
-        source.close()
     out = tmp_path / "free.safetensors"
     code = f"""
-import json, sys
-sys.modules["torch"] = None  # any import of torch fails
-from converters import ringmoe
-from converters.writers import write_plan
-twin = {{k: tuple(v) for k, v in json.loads({json.dumps(json.dumps(twin))}).items()}}
-ringmoe.build_twin_shapes = lambda arch, modalities: twin
-source = ringmoe.open_source({str(tiny_ms_checkpoint)!r})
-write_plan(ringmoe.plan(source, "tiny", check_in_background=True), {str(out)!r})
-source.close()
+import sys
+sys.modules["torch"] = None  # any import of torch here fails (the helper is a fresh interpreter)
+from converters.ms2torch import main
+sys.exit(main([{str(tiny_ms_checkpoint)!r}, "-o", {str(out)!r}, "--format", "safetensors"]))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "backbone parameters for one modality" in result.stdout  # counted in the helper
     state_dict, meta = read_converted(out)
     want_sd, want_meta = read_converted(tiny_converted)
     assert meta == want_meta and list(state_dict) == list(want_sd)
     assert all(torch.equal(state_dict[k], v) for k, v in want_sd.items())
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
-def test_a_failing_twin_check_in_the_background_stops_the_writer(tiny_ms_checkpoint, tmp_path, monkeypatch, fmt):
+@pytest.mark.parametrize("fmt, in_helper", [("safetensors", True), ("safetensors", False), ("pth", False)])
+def test_a_failing_twin_check_in_the_background_stops_the_writer(tiny_ms_checkpoint, tmp_path, monkeypatch, fmt,
+                                                                 in_helper):
     """The check against the twin runs beside the writes; when it fails, nothing is installed."""
     from converters import ringmoe
+    from converters.util import in_background
 
     real = ringmoe.build_twin_shapes
 
@@ -667,9 +658,11 @@ def test_a_failing_twin_check_in_the_background_stops_the_writer(tiny_ms_checkpo
         return {**real(arch, modalities), "head.weight": (10, 32)}
 
     monkeypatch.setattr(ringmoe, "build_twin_shapes", twin_with_one_more_parameter)
+    # The helper interpreter would import the real one: this test's helper is a thread.
+    monkeypatch.setattr(ringmoe, "in_subprocess", lambda fn, *args: in_background(lambda: fn(*args), "test-helper"))
     source = ringmoe.open_source(tiny_ms_checkpoint)
     try:
-        checked = ringmoe.plan(source, "tiny", check_in_background=True)
+        checked = ringmoe.plan(source, "tiny", check_in_background=True, check_in_helper=in_helper)
         with pytest.raises(ConversionError, match="lacks 1 tensors the model needs.*head.weight"):
             write_plan(checked, tmp_path / f"x.{fmt}", fmt)
     finally:

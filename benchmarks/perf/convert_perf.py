@@ -7,13 +7,16 @@ cache evicted first:
 
   cp           cp of the .ckpt to the same disk, then fsync (the I/O floor)
   safetensors  python converters/ms2torch.py SRC -o OUT --format safetensors (the CLI itself,
-               in-process: start-up, torch import, planning, hashing, report included)
+               in-process: start-up, planning, hashing, the twin check in its helper
+               interpreter, report included)
   pth          the same with --format pth
   mindspore    mindspore.load_checkpoint, rename/transform by the same rules, torch.save
 
-Reports wall time, throughput (input bytes / wall time), peak RSS, and the targets:
-safetensors >= 0.8x cp throughput; safetensors peak RSS <= 1 GiB + the largest tensor;
-safetensors >= 3x faster and >= 5x less memory than the MindSpore path.
+Reports wall time, throughput (input bytes / wall time), peak RSS (of the whole process tree:
+the converter and its helper interpreter), and the targets: safetensors >= 0.8x cp throughput
+(the median over rounds of cp's time / safetensors' time in the same round); safetensors peak
+RSS <= 1 GiB + the largest tensor; safetensors >= 3x faster and >= 5x less memory than the
+MindSpore path.
 
 Examples:
   python benchmarks/perf/convert_perf.py                      # base config, ~4.8 GB
@@ -218,15 +221,41 @@ def _meter(argv: list[str]) -> None:
     finally:
         os.close(fd)
     start = time.perf_counter()
-    result = subprocess.run(command)
-    if result.returncode == 0 and fsync_path != "-":
+    child = subprocess.Popen(command)
+    tree_peak = 0
+    while child.poll() is None:
+        tree_peak = max(tree_peak, tree_rss(child.pid))  # the converter and its helper interpreter together
+        time.sleep(0.02)
+    if child.returncode == 0 and fsync_path != "-":
         fd = os.open(fsync_path, os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
     wall = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"rc": result.returncode, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024,  # KiB
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # ru_maxrss: the largest single process (KiB)
+    print(json.dumps({"rc": child.returncode, "wall_s": wall,
+                      "peak_rss_mib": max(usage.ru_maxrss * 1024, tree_peak) / MiB,
                       "cpu_s": usage.ru_utime + usage.ru_stime}))
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants now (0 for what has exited meanwhile).
+
+    Why sampled: getrusage reports only the largest single process, and the converter runs its
+    twin checks in a second interpreter whose memory counts too.
+    """
+    total, pending = 0, [pid]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/statm") as f:
+                total += int(f.read().split()[1]) * page
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending.extend(int(child) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # it exited while we looked
+    return total
 
 
 def touch_and_free(gib: float) -> None:
@@ -411,8 +440,13 @@ def _report(results: dict, size: int, largest: int, arch: RingMoEArch, config: s
         return
     checks = []
     if "cp" in results:
-        ratio = results["cp"]["wall_s"] / st["wall_s"]
-        checks.append((f"safetensors throughput {ratio:.2f}x cp", ratio >= 0.8, ">= 0.8x"))
+        # Paired by round (cp, then safetensors, minutes apart): the disk's speed drifts between
+        # rounds more than between the two runs of one round.
+        ratios = [c / t for c, t in zip(results["cp"]["walls"], st["walls"])]
+        ratio = statistics.median(ratios)
+        each = " ".join(f"{r:.2f}" for r in ratios)
+        checks.append((f"safetensors throughput {ratio:.2f}x cp (median of the rounds' ratios: {each})",
+                       ratio >= 0.8, ">= 0.8x"))
     limit = 1024 + largest / MiB
     checks.append((f"safetensors peak RSS {st['peak_rss_mib']:.0f} MiB", st["peak_rss_mib"] <= limit,
                    f"<= 1 GiB + largest tensor = {limit:.0f} MiB"))
