@@ -81,6 +81,22 @@ def in_background(fn: Callable[[], T], name: str) -> "Future[T]":
     return future
 
 
+def _send(stream: IO[bytes], data: bytes) -> None:
+    """One frame: its length (8 bytes, little-endian), then the bytes."""
+    stream.write(len(data).to_bytes(8, "little") + data)
+    stream.flush()
+
+
+def _receive_frame(stream: IO[bytes]) -> bytes | None:
+    """The next frame's bytes; None at the end of the stream (or a frame cut short)."""
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "little")
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
 class _Helper:
     """A second Python interpreter that runs jobs, one after the other, for this process.
 
@@ -88,8 +104,9 @@ class _Helper:
     worker first re-runs the parent's ``__main__``, and a user's script that calls the converter
     without an ``if __name__ == "__main__"`` guard would convert twice. A job is a pickled
     ``(fn, args)`` (``fn`` pickles by reference: a module-level function); the reply is the
-    pickled result or exception. The helper lives as long as this process (idle between jobs,
-    torch loaded) and leaves when it exits, even in the middle of a job.
+    pickled result or exception. Both travel in length-prefixed frames, so that one that cannot
+    be unpickled fails its own job only. The helper lives as long as this process (idle between
+    jobs, torch loaded) and leaves when it exits, even in the middle of a job.
     """
 
     def __init__(self) -> None:
@@ -99,16 +116,18 @@ class _Helper:
 
         boot = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
                 "from converters.util import serve_jobs; serve_jobs()")
+        self._pid = os.getpid()  # a forked child must not share this helper (nor its replies)
         self._process = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE)
         self._lock = threading.Lock()
         self._waiting: list[Future] = []  # jobs sent, in order: replies come in the same order
+        self._broken = False
         pickle.dump(list(sys.path), self._process.stdin)
         self._process.stdin.flush()
         threading.Thread(target=self._receive, daemon=True, name="helper-replies").start()
 
     def alive(self) -> bool:
-        return self._process.poll() is None
+        return not self._broken and os.getpid() == self._pid and self._process.poll() is None
 
     def submit(self, fn: Callable[..., T], args: tuple) -> "Future[T]":
         import pickle
@@ -116,24 +135,28 @@ class _Helper:
         job = pickle.dumps((fn, args))  # an unpicklable job fails here, in the caller
         future: Future = Future()
         with self._lock:
+            _send(self._process.stdin, job)  # OSError: the helper is gone (the caller falls back)
             self._waiting.append(future)
-            self._process.stdin.write(job)
-            self._process.stdin.flush()
         return future
 
     def _receive(self) -> None:
         import pickle
 
-        while True:
+        while (frame := _receive_frame(self._process.stdout)) is not None:
             try:
-                ok, value = pickle.load(self._process.stdout)
-            except (EOFError, OSError, pickle.UnpicklingError):
-                break
+                ok, value = pickle.loads(frame)
+            except BaseException as exc:  # noqa: BLE001 - e.g. an exception class that will not rebuild here
+                ok, value = False, RuntimeError(f"the helper's reply could not be read: {exc!r}")
             with self._lock:
                 future = self._waiting.pop(0)
             (future.set_result if ok else future.set_exception)(value)
-        with self._lock:  # the helper died: what it owed fails with _HelperGone
+        with self._lock:  # the helper died (or its stream broke): what it owed fails with _HelperGone
+            self._broken = True
             owed, self._waiting = self._waiting, []
+        self._process.kill()
+        for stream in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
         for future in owed:
             future.set_exception(_HelperGone(f"the helper interpreter exited ({self._process.wait()})"))
 
@@ -143,22 +166,21 @@ class _HelperGone(Exception):
 
 
 def serve_jobs() -> None:
-    """The helper's loop: run each pickled job from stdin, reply on stdout, until stdin closes
-    or the parent is gone."""
+    """The helper's loop: run each job from stdin, reply on stdout, until stdin closes or the
+    parent is gone."""
     import pickle
+    import signal
     import sys
 
     jobs = sys.stdin.buffer
     sys.stdout.flush()
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever a job prints (Python or C) goes to stderr, not into the replies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; the helper leaves with it
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    while True:
+    while (frame := _receive_frame(jobs)) is not None:
         try:
-            fn, args = pickle.load(jobs)
-        except EOFError:
-            return
-        try:
+            fn, args = pickle.loads(frame)  # e.g. a function this interpreter cannot import
             reply = (True, fn(*args))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             reply = (False, exc)
@@ -167,8 +189,7 @@ def serve_jobs() -> None:
         except Exception:  # an exception (or result) that does not pickle: say what it was
             data = pickle.dumps((False, RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
         try:
-            replies.write(data)
-            replies.flush()
+            _send(replies, data)
         except OSError:  # the parent closed its end: nobody is waiting
             return
 

@@ -14,6 +14,17 @@ import pytest
 from converters import util
 
 
+class NeedsTwoArguments(Exception):
+    """An exception that pickles but does not rebuild (its __init__ wants two arguments)."""
+
+    def __init__(self, first: str, second: str):
+        super().__init__(first + second)
+
+
+def raise_needs_two_arguments() -> None:
+    raise NeedsTwoArguments("a", "b")
+
+
 @pytest.fixture
 def fresh_helper(monkeypatch):
     """A helper of this test's own, stopped afterwards (others keep theirs)."""
@@ -79,3 +90,45 @@ def test_the_helper_leaves_when_its_process_exits(tmp_path):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{helper}"), "the helper outlived its process"
     assert done.stderr == ""
+
+
+def test_a_reply_that_will_not_unpickle_fails_its_job_only(fresh_helper):
+    with pytest.raises(RuntimeError, match="reply could not be read.*NeedsTwoArguments"):
+        util.in_subprocess(raise_needs_two_arguments).result(timeout=60)
+    assert util.in_subprocess(math.sqrt, 16).result(timeout=60) == 4.0
+
+
+def test_a_job_the_helper_cannot_import_fails_its_job_only(fresh_helper, tmp_path, monkeypatch):
+    pid = util.in_subprocess(os.getpid).result(timeout=60)  # the helper's sys.path is fixed from here
+    (tmp_path / "only_here.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here
+
+    with pytest.raises(ModuleNotFoundError, match="only_here"):
+        util.in_subprocess(only_here.answer).result(timeout=60)
+    assert util.in_subprocess(os.getpid).result(timeout=60) == pid  # the same helper goes on
+
+
+def test_ctrl_c_is_for_the_parent_not_the_helper(fresh_helper):
+    pid = util.in_subprocess(os.getpid).result(timeout=60)
+    os.kill(pid, signal.SIGINT)  # what the terminal sends the whole process group
+    time.sleep(0.3)
+    assert util.in_subprocess(os.getpid).result(timeout=60) == pid
+
+
+def test_a_forked_child_gets_a_helper_of_its_own(fresh_helper):
+    parents = util.in_subprocess(os.getpid).result(timeout=60)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report its helper's pid, whatever happens
+        try:
+            signal.alarm(60)
+            os.write(write_end, str(util.in_subprocess(os.getpid).result(timeout=50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reply:
+        childs = reply.read()
+    os.waitpid(child, 0)
+    assert childs and int(childs) not in (parents, child)
+    assert util.in_subprocess(os.getpid).result(timeout=60) == parents  # the parent's helper is untouched

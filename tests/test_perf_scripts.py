@@ -150,7 +150,7 @@ def test_convert_perf_counts_the_memory_of_the_whole_process_tree():
     import sys
     import time
 
-    from benchmarks.perf.convert_perf import MiB, tree_rss
+    from benchmarks.perf.convert_perf import MiB, cpu_seconds, process_tree, tree_rss
 
     hold = "b = b'x' * (150 << 20); import time; time.sleep(30)"  # 150 MiB, every page touched
     code = f"import subprocess, sys; b = b'x' * (150 << 20); subprocess.run([sys.executable, '-c', {hold!r}])"
@@ -161,6 +161,9 @@ def test_convert_perf_counts_the_memory_of_the_whole_process_tree():
             seen = max(seen, tree_rss(parent.pid))
             time.sleep(0.05)
         assert seen >= 300 * MiB, f"saw {seen / MiB:.0f} MiB for two processes of 150 MiB each"
+        tree = process_tree(parent.pid)
+        assert len(tree) == 2 and tree[0] == parent.pid
+        assert cpu_seconds(tree[1]) > 0  # it built 150 MiB of bytes
     finally:
         for pid in map(int, open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split()):
             os.kill(pid, 9)

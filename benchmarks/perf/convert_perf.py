@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -223,8 +224,11 @@ def _meter(argv: list[str]) -> None:
     start = time.perf_counter()
     child = subprocess.Popen(command)
     tree_peak = 0
+    helpers_cpu: dict[int, float] = {}  # descendants outlive the child (then init reaps them): sampled
     while child.poll() is None:
         tree_peak = max(tree_peak, tree_rss(child.pid))  # the converter and its helper interpreter together
+        for pid in process_tree(child.pid)[1:]:
+            helpers_cpu[pid] = max(helpers_cpu.get(pid, 0.0), cpu_seconds(pid))
         time.sleep(0.02)
     if child.returncode == 0 and fsync_path != "-":
         fd = os.open(fsync_path, os.O_RDONLY)
@@ -234,28 +238,48 @@ def _meter(argv: list[str]) -> None:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # ru_maxrss: the largest single process (KiB)
     print(json.dumps({"rc": child.returncode, "wall_s": wall,
                       "peak_rss_mib": max(usage.ru_maxrss * 1024, tree_peak) / MiB,
-                      "cpu_s": usage.ru_utime + usage.ru_stime}))
+                      "cpu_s": usage.ru_utime + usage.ru_stime + sum(helpers_cpu.values())}))
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants that are alive now."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            children = []
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    children.extend(int(child) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited while we looked
+        found.append(current)
+        pending.extend(children)
+    return found
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants now (0 for what has exited meanwhile).
+    """Resident bytes of ``pid`` and all its descendants now (pages they share count in each).
 
     Why sampled: getrusage reports only the largest single process, and the converter runs its
     twin checks in a second interpreter whose memory counts too.
     """
-    total, pending = 0, [pid]
-    page = os.sysconf("SC_PAGE_SIZE")
-    while pending:
-        current = pending.pop()
-        try:
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for current in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError, IndexError):
             with open(f"/proc/{current}/statm") as f:
                 total += int(f.read().split()[1]) * page
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as f:
-                    pending.extend(int(child) for child in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue  # it exited while we looked
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one live process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def touch_and_free(gib: float) -> None:
