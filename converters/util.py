@@ -204,6 +204,16 @@ def _exit_with_parent(parent: int) -> None:
 
 
 _helper: _Helper | None = None
+_helper_lock = threading.Lock()  # one helper, even when two threads ask at once
+
+
+def _forget_helper_after_fork() -> None:
+    """A forked child starts its own helper, with a lock no other thread of the parent held."""
+    global _helper, _helper_lock
+    _helper, _helper_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_helper_after_fork)
 
 
 def in_subprocess(fn: Callable[..., T], *args) -> "Future[T]":
@@ -218,18 +228,22 @@ def in_subprocess(fn: Callable[..., T], *args) -> "Future[T]":
     started, or it dies, the job runs in a thread of this process instead.
     """
     global _helper
-    try:
-        if _helper is None or not _helper.alive():
-            _helper = _Helper()
-        job = _helper.submit(fn, args)
-    except OSError:  # no process to be had, or its pipe is closed
+
+    def in_a_thread() -> Future:
         return in_background(lambda: fn(*args), getattr(fn, "__name__", "helper"))
+
+    try:
+        with _helper_lock:
+            if _helper is None or not _helper.alive():
+                _helper = _Helper()
+            job = _helper.submit(fn, args)
+    except OSError:  # no process to be had, or its pipe is closed
+        return in_a_thread()
     result: Future = Future()
 
     def settle(done: Future) -> None:
         if isinstance(done.exception(), _HelperGone):
-            retry = in_background(lambda: fn(*args), getattr(fn, "__name__", "helper"))
-            retry.add_done_callback(lambda again: _copy_outcome(again, result))
+            in_a_thread().add_done_callback(lambda again: _copy_outcome(again, result))
         else:
             _copy_outcome(done, result)
 
