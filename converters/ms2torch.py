@@ -187,7 +187,8 @@ def start_reduction_sizes(checked, in_helper: bool) -> Future:
 def twin_checks_in_helper(args: argparse.Namespace) -> bool:
     """Whether the twin checks run in the helper interpreter: when this process needs no torch
     (a plain safetensors output). Where it imports torch anyway (a .pth, --verify,
-    --routing-stats), a second copy of torch would cost some 250 MiB and gain nothing."""
+    --routing-stats), a second copy of torch costs memory and gains nothing (a .pth run's
+    process tree: 1058 MiB with the helper, 840-868 MiB without)."""
     return not args.family and args.format == "safetensors" and not (args.verify or args.routing_stats)
 
 

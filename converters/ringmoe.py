@@ -277,8 +277,9 @@ class Plan:
 
     Nothing but shapes and metadata has been read yet; ``tensors()`` streams the data. When
     ``twin_check`` is a future, the check against the twin is still running (the twin is built,
-    and torch imported, in a thread or a helper interpreter while the CLI writes): ``tensors()`` raises its error as
-    soon as it is known and ends only once it passed, so no writer finishes an unchecked file.
+    and torch imported, in a thread or a helper interpreter while the CLI writes):
+    ``tensors()`` raises its error as soon as it is known and ends only once it passed, so no
+    writer finishes an unchecked file.
     """
 
     source: CheckpointFile
